@@ -1,0 +1,5 @@
+import sys
+
+from kg2text.cli import main
+
+sys.exit(main())

@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from kg2text.backbones import load_backbone
+from kg2text.train import TrainConfig, train
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    return load_backbone("tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny-gpt2 WebNLG run folder, trained for a few steps (shared by CLI and artifact tests)."""
+    out = tmp_path_factory.mktemp("runs") / "webnlg"
+    train(TrainConfig(output=str(out), backbone="tiny-gpt2", max_steps=4, max_examples=32, batch_size=8,
+                      prefix_length=4, mlp_hidden=32, lr=1e-3, log_every=2))
+    return out

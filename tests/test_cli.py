@@ -1,0 +1,89 @@
+import io
+import json
+
+import pytest
+
+from kg2text.cli import main
+
+
+def run(argv, capsys, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def gen(run_dir, *extra):
+    return ["generate", "--prefix", run_dir, "--num-beams", "1", "--max-new-tokens", "6", *extra]
+
+
+def test_generate_one_and_several_triples(trained_run, capsys):
+    code, out, _ = run(gen(trained_run, "Harry_Potter | education | Hogwarts",
+                           "Harry_Potter | education | Hogwarts ; Harry_Potter | house | Gryffindor"), capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(line.strip() for line in lines)
+
+
+def test_generate_from_text_jsonl_and_stdin(trained_run, tmp_path, capsys, monkeypatch):
+    text = tmp_path / "in.txt"
+    text.write_text("A | b | c\n\nD | e | f ; G | h | i\n")
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(json.dumps({"triples": [["A; x", "b|y", "c"]]}) + "\n" + json.dumps({"input": "D | e | f"}) + "\n")
+    code, out, _ = run(gen(trained_run, "--input", text), capsys)
+    assert code == 0 and len(out.splitlines()) == 2
+    code, out, _ = run(gen(trained_run, "--input", jsonl, "--jsonl"), capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["input"] for r in rows] == [jsonl.read_text().splitlines()[0], '{"input": "D | e | f"}']
+    code, out, _ = run(gen(trained_run), capsys, stdin="A | b | c\nD | e | f\nG | h | i\n", monkeypatch=monkeypatch)
+    assert code == 0 and len(out.splitlines()) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["A | b"], "input 1: triple 1 'A | b' has 2 field(s)"),
+    ([""], "input 1: empty input"),
+    (["--input", "{tmp}/missing.txt"], "cannot read --input"),
+    (["--input", "{tmp}"], "is a folder"),
+    (["--input", "{tmp}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
+    (["--input", "{tmp}/empty.txt"], "no inputs found"),
+    (["--backbone", "tiny-llama", "A | b | c"], "trained for backbone 'tiny-gpt2'"),
+])
+def test_bad_generate_input_gets_one_clear_line(trained_run, tmp_path, capsys, argv, message):
+    (tmp_path / "bad.jsonl").write_text('{"input": "A | b | c"}\n{not json\n')
+    (tmp_path / "empty.txt").write_text("")
+    code, out, err = run(gen(trained_run, *[a.format(tmp=tmp_path) for a in argv]), capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("kg2text: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_prefix_folder(tmp_path, capsys):
+    code, _, err = run(["generate", "--prefix", tmp_path / "nope", "A | b | c"], capsys)
+    assert code == 2 and "no trained prefix at" in err
+
+
+def test_unknown_backbone_writes_nothing(tmp_path, capsys):
+    code, _, err = run(["train", "--backbone", "no-such-model", "--output", tmp_path / "run"], capsys)
+    assert code == 2 and "unknown backbone 'no-such-model'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_to_overwrite_a_finished_run(trained_run, capsys):
+    before = (trained_run / "prefix.safetensors").read_bytes()
+    code, _, err = run(["train", "--backbone", "tiny-gpt2", "--output", trained_run, "--max-steps", "1"], capsys)
+    assert code == 2 and "already holds a trained prefix" in err
+    assert (trained_run / "prefix.safetensors").read_bytes() == before
+
+
+def test_evaluate_writes_scores_for_all_seen_unseen(trained_run, tmp_path, capsys):
+    code, out, _ = run(["evaluate", "--prefix", trained_run, "--limit", "6", "--num-beams", "1",
+                        "--max-new-tokens", "4", "--output", tmp_path / "eval"], capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert report["entries"] == 6
+    assert set(report["scores"]) == {"all", "seen", "unseen"}
+    assert report["scores"]["seen"]["entries"] + report["scores"]["unseen"]["entries"] == 6
+    assert len((tmp_path / "eval" / "hypotheses.txt").read_text().splitlines()) == 6
+    assert "| unseen |" in (tmp_path / "eval" / "scores.md").read_text()
+    assert "BLEU    all:" in out

@@ -1,0 +1,62 @@
+import hashlib
+
+import pytest
+import torch
+
+from kg2text.backbones import load_backbone
+from kg2text.model import PrefixedLM
+from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape
+from kg2text.train import TrainConfig, train
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("tiny-gpt2", (2, 2, 4, 6, 16)),   # 2 layers, key+value, 4 heads, P=6, head dim 64/4
+    ("tiny-llama", (2, 2, 2, 6, 16)),  # grouped-query attention: 2 key/value heads of 4
+])
+def test_prefix_shape_per_layer(name, shape):
+    backbone = load_backbone(name)
+    encoder = PrefixEncoder(PrefixConfig(6, 32), PrefixShape.of(backbone.model), backbone.model.config.hidden_size)
+    prefix = encoder()
+    assert tuple(prefix.shape) == shape
+    # The MLP reparametrization of the paper: Embedding(P, d) -> Linear(d, 32) -> tanh -> Linear(32, 2*L*kv_dim)
+    assert encoder.embedding.weight.shape == (6, 64)
+    assert encoder.mlp[2].out_features == 2 * shape[0] * shape[2] * shape[4]
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_prefix_reaches_every_layer_and_only_prefix_gets_gradients(name):
+    backbone = load_backbone(name)
+    lm = PrefixedLM(backbone)
+    encoder = PrefixEncoder(PrefixConfig(4, 32), PrefixShape.of(backbone.model), 64)
+    ids = torch.tensor([[464, 3797, 3332, 319, 262]])
+    mask = torch.ones_like(ids)
+    lm.injector.set(encoder())
+    labels = ids.clone()
+    loss, count = lm.target_loss(ids, mask, labels)
+    loss.backward()
+    assert count == 4
+    assert all(p.grad is None for p in backbone.model.parameters())
+    assert encoder.embedding.weight.grad.abs().sum() > 0
+    # every layer attends to its own slice of the prefix, so every slice receives gradient
+    prefix = encoder().detach().requires_grad_(True)
+    lm.injector.set(prefix)
+    lm.target_loss(ids, mask, labels)[0].backward()
+    per_layer = prefix.grad.abs().sum(dim=(1, 2, 3, 4))
+    assert per_layer.shape == (2,) and bool((per_layer > 0).all())
+
+
+def _weights_digest(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_base_weights_bit_identical_after_training(tmp_path):
+    backbone = load_backbone("tiny-gpt2")
+    before = _weights_digest(backbone.model)
+    train(TrainConfig(output=str(tmp_path / "run"), backbone="tiny-gpt2", max_steps=3, max_examples=24,
+                      prefix_length=4, mlp_hidden=16, lr=1e-2), backbone=backbone)
+    assert _weights_digest(backbone.model) == before
+    assert not any(p.requires_grad for p in backbone.model.parameters())
