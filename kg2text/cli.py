@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--split", default="train", help="split to train on (default: train; E2E ships dev only)")
     train.add_argument("--data-dir", help="read the dataset from this folder instead of the shipped copy")
     train.add_argument("--format", help="linearization: webnlg, webnlg-tags, e2e (default: the dataset's)")
-    train.add_argument("--prefix-length", type=int, default=10, help="virtual tokens per layer (default: 10)")
-    train.add_argument("--mlp-hidden", type=int, default=512, help="reparametrization MLP width (default: 512)")
+    train.add_argument("--method", default="prefix", choices=["prefix", "prompt"],
+                       help="prefix: key/value prefix in every layer (Li & Liang); prompt: soft prompt on the "
+                       "input embeddings only (Lester et al.) (default: prefix)")
+    train.add_argument("--prefix-length", type=int, default=10, help="virtual tokens P (default: 10)")
+    train.add_argument("--mlp-hidden", type=int, default=512, help="prefix reparametrization MLP width (default: 512)")
+    train.add_argument("--init-text", help="initialise from this text: the backbone's own keys/values (prefix) "
+                       "or token embeddings (prompt); default: random (prefix) / sampled vocabulary (prompt)")
     train.add_argument("--epochs", type=float, default=5.0, help="passes over the data (default: 5)")
     train.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
     train.add_argument("--max-examples", type=int, help="train on the first N shuffled (input, sentence) pairs")
@@ -64,13 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--max-grad-norm", type=float, default=1.0)
     train.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    train.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute activations in backward: less memory, about a third more time")
+    train.add_argument("--save-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                       help="dtype of the saved prefix (default: float32)")
+    train.add_argument("--checkpoint-every", type=int, default=100,
+                       help="save a resumable checkpoint every N steps (0: never; default: 100)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the unfinished run in --output from its last checkpoint, with its saved settings")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (default: 10)")
 
     gen = commands.add_parser("generate", help="verbalise your own triples with a trained prefix",
                               description="Generate one sentence per input.\n\n" + INPUT_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    gen.add_argument("--prefix", required=True, type=Path, help="run folder made by 'kg2text train'")
+    gen.add_argument("--prefix", required=True, action="append",
+                     help="run folder made by 'kg2text train'; for several tasks on one base model repeat it as "
+                     "--prefix webnlg=RUN1 --prefix e2e=RUN2 and start each input with its task: 'e2e:: name[X]'")
     gen.add_argument("--backbone", help="load the prefix onto this backbone (default: the one it was trained on)")
     gen.add_argument("inputs", nargs="*", help="inputs on the command line (else --input or stdin)")
     gen.add_argument("--input", help="one input per line (.txt) or one JSON object per line (.jsonl); '-' = stdin")
@@ -80,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="decode a dataset split and score it with BLEU",
                              description="Decode a split, write hypotheses.txt, scores.json and scores.md "
                              "(sacrebleu BLEU with all references; WebNLG: all / seen / unseen).")
-    ev.add_argument("--prefix", required=True, type=Path, help="run folder made by 'kg2text train'")
+    ev.add_argument("--prefix", required=True, action="append", help="run folder made by 'kg2text train'")
     ev.add_argument("--backbone", help="load the prefix onto this backbone (default: the one it was trained on)")
     ev.add_argument("--dataset", default="webnlg", choices=["webnlg", "e2e"])
     ev.add_argument("--split", default="test")
@@ -88,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="score N entries spread evenly over the split (a quick slice)")
     ev.add_argument("--output", type=Path, help="folder for the results (default: RUN/eval/DATASET-SPLIT)")
     _add_decode_args(ev)
+    export = commands.add_parser("export", help="write a trained prefix in another tool's format",
+                                 description="Write a kg2text prefix as a Hugging Face PEFT prefix-tuning adapter "
+                                 "(prefix_projection off; PeftModel.from_pretrained loads it).")
+    export.add_argument("run", type=Path, help="run folder made by 'kg2text train'")
+    export.add_argument("out", type=Path, help="folder to write the adapter to")
+    export.add_argument("--format", default="peft", choices=["peft"], help="target format (default: peft)")
+    export.add_argument("--base-model", help="base_model_name_or_path to record (default: the run's backbone)")
     return parser
 
 
@@ -100,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"kg2text: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kg2text: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"kg2text: interrupted{'; ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
         return 130
 
 

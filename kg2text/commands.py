@@ -7,11 +7,14 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from kg2text.artifact import atomic_write_text
 from kg2text.backbones import load_backbone
 from kg2text.data import Record, read_records
+from kg2text.errors import UserError
+from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, LoadedPrefix, generate_sentences, load_for_generation
 from kg2text.inputs import read_inputs
 from kg2text.metrics import scores_by_group
@@ -23,32 +26,50 @@ def _decode_config(args: argparse.Namespace) -> DecodeConfig:
                         args.batch_size)
 
 
+def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:
+    """``--prefix RUN`` once, or ``--prefix task=RUN`` several times (one base model, many tasks)."""
+    if len(specs) == 1 and "=" not in specs[0]:
+        return Path(specs[0])
+    runs = {}
+    for spec in specs:
+        task, separator, path = spec.partition("=")
+        if not separator or not task or not path:
+            raise UserError(f"--prefix {spec!r}: with several prefixes write --prefix TASK=RUN_FOLDER")
+        if task in runs:
+            raise UserError(f"--prefix: task {task!r} is given twice")
+        runs[task] = Path(path)
+    return runs
+
+
 def _load(args: argparse.Namespace) -> LoadedPrefix:
-    return load_for_generation(args.prefix, load_backbone(args.backbone) if args.backbone else None)
+    return load_for_generation(_prefix_runs(args.prefix), load_backbone(args.backbone) if args.backbone else None)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: from the flags, or from the run folder itself when resuming."""
+    if args.resume:
+        return TrainConfig.from_run(args.output)
+    names = {f.name for f in fields(TrainConfig)} - {"output"}
+    return TrainConfig(output=str(args.output), **{name: getattr(args, name) for name in names})
 
 
 def run_train(args: argparse.Namespace) -> int:
-    config = TrainConfig(
-        output=str(args.output), backbone=args.backbone, dataset=args.dataset, split=args.split,
-        format=args.format, data_dir=args.data_dir, prefix_length=args.prefix_length, mlp_hidden=args.mlp_hidden,
-        epochs=args.epochs, max_steps=args.max_steps, max_examples=args.max_examples, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision, seed=args.seed,
-        log_every=args.log_every,
-    )
     started = time.perf_counter()
-    path = train(config)
-    print(f"saved prefix: {path} ({path.stat().st_size / 1024:.1f} KiB) in {time.perf_counter() - started:.0f} s")
+    path = train(train_config(args), resume=args.resume)
+    if path is not None:  # the main process reports
+        print(f"saved prefix: {path} ({path.stat().st_size / 1024:.1f} KiB) in {time.perf_counter() - started:.0f} s")
     return 0
 
 
 def run_generate(args: argparse.Namespace) -> int:
     loaded = _load(args)
-    inputs = read_inputs(args.inputs, args.input, loaded.format)
-    sentences = generate_sentences(loaded, [items for _, items in inputs], _decode_config(args),
-                                   progress=len(inputs) > args.batch_size)
-    for (text, _), sentence in zip(inputs, sentences, strict=True):
-        print(json.dumps({"input": text, "output": sentence}, ensure_ascii=False) if args.jsonl else sentence)
+    inputs = read_inputs(args.inputs, args.input, loaded.formats)
+    sentences = generate_sentences(loaded, inputs, _decode_config(args), progress=len(inputs) > args.batch_size)
+    for user_input, sentence in zip(inputs, sentences, strict=True):
+        record = {"input": user_input.text, "output": sentence}
+        if len(loaded.headers) > 1:
+            record["task"] = user_input.task
+        print(json.dumps(record, ensure_ascii=False) if args.jsonl else sentence)
     return 0
 
 
@@ -65,6 +86,8 @@ def scores_markdown(title: str, scores: dict[str, dict], command: str) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if len(args.prefix) != 1:
+        raise UserError("evaluate takes one --prefix run")
     loaded = _load(args)
     records = evenly_spaced(read_records(args.dataset, args.split, Path(args.data_dir) if args.data_dir else None),
                             args.limit)
@@ -73,12 +96,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     scores = scores_by_group(records, hypotheses)
     name = f"{args.dataset}-{args.split}" + (f"-{len(records)}" if args.limit else "")
-    out = args.output or Path(args.prefix) / "eval" / name
+    out = args.output or Path(args.prefix[0]) / "eval" / name
     command = "kg2text " + shlex.join(sys.argv[1:])
     atomic_write_text(out / "hypotheses.txt", "\n".join(hypotheses) + "\n")
     report = {"dataset": args.dataset, "split": args.split, "entries": len(records), "scores": scores,
               "metric": "sacrebleu corpus BLEU, all references", "decode": vars(_decode_config(args)),
-              "backbone": loaded.header["backbone"], "prefix": str(args.prefix), "decode_seconds": round(elapsed, 1),
+              "backbone": loaded.header["backbone"], "prefix": args.prefix[0], "decode_seconds": round(elapsed, 1),
               "command": command}
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "scores.md", scores_markdown(f"{args.dataset} {args.split}: {loaded.header['backbone']}",
@@ -86,4 +109,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for group, score in scores.items():
         print(f"BLEU {group:>6}: {score['bleu']:6.2f}  ({score['entries']} entries)")
     print(f"wrote {out}/scores.json, scores.md, hypotheses.txt")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    out = export_peft(args.run, args.out, args.base_model)
+    print(f"wrote a PEFT prefix-tuning adapter to {out}")
     return 0

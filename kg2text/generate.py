@@ -17,8 +17,10 @@ from transformers import GenerationConfig
 
 from kg2text.artifact import check_compatible, read_prefix
 from kg2text.backbones import Backbone, load_backbone
+from kg2text.errors import UserError
+from kg2text.inputs import UserInput
 from kg2text.linearize import Format, Item, get_format, model_prompt
-from kg2text.model import PrefixedLM, check_fits, position_ids
+from kg2text.model import TunedLM, check_fits
 
 
 @dataclass(frozen=True)
@@ -34,25 +36,49 @@ class DecodeConfig:
 
 @dataclass
 class LoadedPrefix:
-    """A frozen backbone with a trained prefix set on it, ready to decode."""
+    """One frozen backbone with one or more trained task prefixes (or one soft prompt) on it."""
 
-    lm: PrefixedLM
-    format: Format
-    header: dict
+    lm: TunedLM
+    headers: dict[str, dict]  # task name -> artifact header
 
     @property
     def backbone(self) -> Backbone:
         return self.lm.backbone
 
+    @property
+    def formats(self) -> dict[str, Format]:
+        return {task: get_format(header["format"]) for task, header in self.headers.items()}
 
-def load_for_generation(run: Path, backbone: Backbone | None = None) -> LoadedPrefix:
-    """Load a run's prefix onto its backbone (loaded by the name in the header unless given)."""
-    prefix, header = read_prefix(Path(run))
-    backbone = backbone or load_backbone(header["backbone"])
-    check_compatible(header, backbone, Path(run))
-    lm = PrefixedLM(backbone)
-    lm.injector.set(prefix.to(backbone.model.dtype))
-    return LoadedPrefix(lm, get_format(header["format"]), header)
+    @property
+    def header(self) -> dict:
+        return next(iter(self.headers.values()))
+
+
+def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None = None) -> LoadedPrefix:
+    """Load one run, or several task runs (``{"webnlg": RUN1, "e2e": RUN2}``), onto one backbone.
+
+    Several task prefixes are stacked so that one batch can mix tasks row by row.
+    """
+    runs = {Path(runs).name: Path(runs)} if not isinstance(runs, dict) else runs
+    loaded = {task: read_prefix(path) for task, path in runs.items()}
+    first = next(iter(loaded.values()))[1]
+    backbone = backbone or load_backbone(first["backbone"])
+    for task, (_, header) in loaded.items():
+        check_compatible(header, backbone, runs[task])
+    tensors = [t.to(device=backbone.model.device, dtype=backbone.model.dtype) for t, _ in loaded.values()]
+    headers = {task: header for task, (_, header) in loaded.items()}
+    lm = TunedLM(backbone)
+    if len(tensors) == 1:
+        lm.use(first.get("method", "prefix"), tensors[0])
+        return LoadedPrefix(lm, headers)
+    if any(h.get("method", "prefix") != "prefix" for h in headers.values()):
+        raise UserError("several --prefix runs can share a batch only if all are prefix-tuning runs")
+    if len({t.shape for t in tensors}) > 1:
+        raise UserError("several --prefix runs need the same prefix length to share a batch "
+                        f"(got {', '.join(f'{k}: {t.shape[-2]}' for k, t in zip(runs, tensors, strict=True))}); "
+                        "generate for them separately")
+    lm.use("prefix", torch.stack(tensors), rows=torch.zeros(1, dtype=torch.long))
+    return LoadedPrefix(lm, headers)
 
 
 @functools.cache
@@ -72,12 +98,16 @@ def _generation_config(backbone: Backbone, decode: DecodeConfig) -> GenerationCo
     )
 
 
-def decode_prompts(lm: PrefixedLM, prompts: list[str], decode: DecodeConfig, progress: bool = False) -> list[str]:
-    """Generate a sentence for each model prompt, batched by length, returned in input order."""
+def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progress: bool = False,
+                   tasks: list[int] | None = None) -> list[str]:
+    """Generate a sentence for each model prompt, batched by length, returned in input order.
+
+    With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ).
+    """
     tokenizer, model = lm.backbone.tokenizer, lm.backbone.model
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     for ids in encoded:
-        check_fits(lm.backbone, lm.injector.length, len(ids) + decode.max_new_tokens)
+        check_fits(lm.backbone, lm.virtual_tokens, len(ids) + decode.max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     config = _generation_config(lm.backbone, decode)
     outputs: list[str] = [""] * len(prompts)
@@ -89,17 +119,24 @@ def decode_prompts(lm: PrefixedLM, prompts: list[str], decode: DecodeConfig, pro
         for row, i in enumerate(batch):
             ids[row, width - len(encoded[i]):], mask[row, width - len(encoded[i]):] = torch.tensor(encoded[i]), 1
         ids, mask = ids.to(model.device), mask.to(model.device)
+        if tasks is not None:
+            lm.use("prefix", lm.prefix, rows=torch.tensor([tasks[i] for i in batch], device=model.device))
+        inputs = lm.model_inputs(ids, mask)
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                 position_ids=position_ids(mask, lm.injector.length))
-        for row, text in zip(batch, tokenizer.batch_decode(out[:, width:], skip_special_tokens=True), strict=True):
+            out = model.generate(**inputs, generation_config=config)
+        new_tokens = out[:, width:] if "input_ids" in inputs else out  # from embeddings, only new tokens return
+        for row, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
             outputs[row] = " ".join(text.split())
     return outputs
 
 
-def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]], decode: DecodeConfig,
-                       progress: bool = False) -> list[str]:
-    """Parsed inputs (triples or MR slots) -> sentences."""
+def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | list[UserInput],
+                       decode: DecodeConfig, progress: bool = False) -> list[str]:
+    """Parsed inputs (items, or ``UserInput`` naming their task) -> sentences."""
+    names = list(loaded.headers)
+    tasks = [names.index(i.task) if isinstance(i, UserInput) else 0 for i in inputs]
+    formats = [loaded.formats[names[t]] for t in tasks]
+    items = [i.items if isinstance(i, UserInput) else i for i in inputs]
     separator = loaded.backbone.separator
-    prompts = [model_prompt(loaded.format.linearize(items), separator) for items in inputs]
-    return decode_prompts(loaded.lm, prompts, decode, progress)
+    prompts = [model_prompt(fmt.linearize(x), separator) for fmt, x in zip(formats, items, strict=True)]
+    return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None)

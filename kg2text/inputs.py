@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from kg2text.errors import UserError
@@ -56,16 +57,64 @@ def _read_lines(source: str) -> list[str]:
     return text.splitlines()
 
 
-def read_inputs(args: list[str], source: str | None, fmt: Format) -> list[tuple[str, tuple[Item, ...]]]:
-    """All inputs as (original text, parsed items); blank lines in files are skipped."""
+@dataclass(frozen=True)
+class UserInput:
+    """One input as the user wrote it, the task (prefix) it is for, and its parsed items."""
+
+    text: str
+    task: str
+    items: tuple[Item, ...]
+
+
+TASK_SEPARATOR = "::"
+
+
+def _split_task(text: str, formats: dict[str, Format]) -> tuple[str, str]:
+    """With one prefix every input is for it; with several, a line starts with ``task::``."""
+    if len(formats) == 1:
+        return next(iter(formats)), text
+    task, separator, rest = text.partition(TASK_SEPARATOR)
+    if not separator or task.strip() not in formats:
+        raise UserError(f"with several prefixes each input starts with its task, e.g. "
+                        f"'{next(iter(formats))}{TASK_SEPARATOR} ...'; tasks: {', '.join(formats)}")
+    return task.strip(), rest
+
+
+def _parse_line(text: str, formats: dict[str, Format], where: str) -> UserInput:
+    try:
+        task, rest = _split_task(text, formats)
+        return UserInput(text, task, formats[task].parse(rest))
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def _parse_json_line(line: str, formats: dict[str, Format], where: str) -> UserInput:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    try:
+        task = next(iter(formats))
+        if len(formats) > 1:
+            task = obj.get("task") if isinstance(obj, dict) else None
+            if task not in formats:
+                raise UserError(f"field 'task' must name one of the prefixes: {', '.join(formats)}")
+        return UserInput(line, task, _from_json(obj, formats[task]))
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def read_inputs(args: list[str], source: str | None, formats: dict[str, Format]) -> list[UserInput]:
+    """All inputs, parsed with their task's format; blank lines in files are skipped."""
     if args and source:
         raise UserError("give inputs either on the command line or with --input, not both")
     if not args and not source:
         if sys.stdin is None or sys.stdin.isatty():
-            raise UserError(f"no input: pass e.g. {fmt.example!r}, or --input FILE, or pipe lines on stdin")
+            example = next(iter(formats.values())).example
+            raise UserError(f"no input: pass e.g. {example!r}, or --input FILE, or pipe lines on stdin")
         source = "-"
     if args:
-        return [(text, _parse_or_raise(text, fmt, f"input {n}")) for n, text in enumerate(args, start=1)]
+        return [_parse_line(text, formats, f"input {n}") for n, text in enumerate(args, start=1)]
     is_jsonl = source.endswith(".jsonl")
     inputs = []
     for number, line in enumerate(_read_lines(source), start=1):
@@ -75,23 +124,9 @@ def read_inputs(args: list[str], source: str | None, fmt: Format) -> list[tuple[
         if "\x00" in line:
             raise UserError(f"{where}: contains a NUL byte")
         if is_jsonl or (source == "-" and line.lstrip().startswith("{")):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            try:
-                inputs.append((line, _from_json(obj, fmt)))
-            except UserError as err:
-                raise UserError(f"{where}: {err}") from None
+            inputs.append(_parse_json_line(line, formats, where))
         else:
-            inputs.append((line, _parse_or_raise(line, fmt, where)))
+            inputs.append(_parse_line(line, formats, where))
     if not inputs:
         raise UserError(f"{source}: no inputs found (the file is empty)")
     return inputs
-
-
-def _parse_or_raise(text: str, fmt: Format, where: str) -> tuple[Item, ...]:
-    try:
-        return fmt.parse(text)
-    except UserError as err:
-        raise UserError(f"{where}: {err}") from None

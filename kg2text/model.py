@@ -1,59 +1,112 @@
-"""A frozen backbone driven by a prefix: positions, length checks and the target-only loss.
+"""A frozen backbone driven by a tuned prefix or soft prompt: one forward for training and decoding.
 
-Kept apart from the prefix itself so that training, generation and evaluation share one forward.
-Positions come from the attention mask and start after the prefix (as when the prefix sits in
-the KV cache in Li & Liang's code and in PEFT), so left padding does not shift a row.
+Positions always come from the attention mask, so left padding never shifts a row. With a prefix
+they start after the prefix (as when the prefix sits in the KV cache in Li & Liang's code and in
+PEFT); with a soft prompt the prompt itself takes the first positions.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from kg2text.backbones import Backbone
 from kg2text.errors import UserError
 from kg2text.prefix import PrefixInjector
+from kg2text.prompt import drop_soft_prompt, insert_soft_prompt
 
 IGNORE_INDEX = -100
+METHODS = ("prefix", "prompt")
 
 
-def position_ids(attention_mask: torch.Tensor, offset: int) -> torch.Tensor:
+def position_ids(attention_mask: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
     """Each real token's position counted from its row's first real token, plus ``offset``."""
     positions = attention_mask.long().cumsum(-1) - 1
     return positions.clamp(min=0) + offset
 
 
-def check_fits(backbone: Backbone, prefix_length: int, tokens: int) -> None:
+def check_fits(backbone: Backbone, virtual_tokens: int, tokens: int) -> None:
     """Refuse inputs that would run past the backbone's position table (GPT-2: 1024) once the prefix counts."""
-    if prefix_length + tokens > backbone.max_positions:
-        raise UserError(f"input of {tokens} tokens plus a prefix of {prefix_length} exceeds {backbone.name}'s "
-                        f"{backbone.max_positions} positions; shorten the input (fewer triples)")
+    if virtual_tokens + tokens > backbone.max_positions:
+        raise UserError(f"input needs {tokens} positions plus {virtual_tokens} virtual tokens, more than "
+                        f"{backbone.name}'s {backbone.max_positions}; shorten the input (fewer triples) "
+                        "or lower --max-new-tokens")
 
 
-class PrefixedLM:
-    """A frozen backbone plus the injector that feeds it a prefix."""
+class TunedLM:
+    """A frozen backbone plus the prefix or soft prompt this object uses.
+
+    Several TunedLMs may share one backbone (one base model, many tasks): each sets its own prefix
+    on the backbone's shared injector right before it runs.
+    """
 
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
-        self.injector = PrefixInjector(backbone.model)
+        self.injector = PrefixInjector.of(backbone.model)
+        self.prefix: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
+        self.soft_prompt: torch.Tensor | None = None
+
+    def use(self, method: str, tensor: torch.Tensor | None, rows: torch.Tensor | None = None) -> None:
+        """Set the trained tensor: a prefix ``(L, 2, H, P, D)`` (or a stack, with ``rows``) or a prompt ``(P, d)``."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}")
+        self.prefix, self.rows = (tensor, rows) if method == "prefix" else (None, None)
+        self.soft_prompt = tensor if method == "prompt" else None
+        self.injector.set(self.prefix, self.rows)
+
+    @property
+    def virtual_tokens(self) -> int:
+        if self.soft_prompt is not None:
+            return self.soft_prompt.shape[0]
+        return 0 if self.prefix is None else self.prefix.shape[-2]
+
+    def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Keyword arguments for the backbone (forward or ``generate``) with the method applied."""
+        self.injector.set(self.prefix, self.rows)
+        if self.soft_prompt is None:
+            return {"input_ids": input_ids, "attention_mask": attention_mask,
+                    "position_ids": position_ids(attention_mask, self.virtual_tokens)}
+        embeds = self.backbone.model.get_input_embeddings()(input_ids)
+        embeds, mask = insert_soft_prompt(embeds, attention_mask, self.soft_prompt)
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids(mask)}
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last-layer hidden states with the current prefix, no cache."""
+        """Last-layer hidden states, one per input token (the soft prompt's own are dropped)."""
         body = self.backbone.model.base_model
-        out = body(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids(attention_mask, self.injector.length), use_cache=False)
-        return out.last_hidden_state
+        hidden = body(**self.model_inputs(input_ids, attention_mask), use_cache=False).last_hidden_state
+        if self.soft_prompt is not None:
+            hidden = drop_soft_prompt(hidden, attention_mask, self.soft_prompt.shape[0])
+        return hidden
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         head = self.backbone.model.get_output_embeddings()
         return head(self.hidden_states(input_ids, attention_mask))
 
-    def target_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over target tokens; the LM head runs only where a label exists."""
+    def target_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                    normaliser: float | None = None) -> tuple[torch.Tensor, int]:
+        """Cross-entropy over target tokens; the LM head runs only where a label exists.
+
+        The sum is divided by ``normaliser`` (default: this batch's target count); data-parallel
+        training passes the count across all processes, so the result matches one big batch.
+        """
         hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         targets = labels[:, 1:]
         where = targets != IGNORE_INDEX
-        head = self.backbone.model.get_output_embeddings()
-        logits = head(hidden[where])
-        return F.cross_entropy(logits.float(), targets[where]), int(where.sum())
+        logits = self.backbone.model.get_output_embeddings()(hidden[where])
+        count = int(where.sum())
+        total = F.cross_entropy(logits.float(), targets[where], reduction="sum")
+        return total / (normaliser or max(count, 1)), count
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each layer in backward instead of storing its activations.
+
+        transformers only checkpoints layers in training mode; we flip that flag on the layers
+        themselves, so dropout inside them stays off (the backbone is frozen in eval mode).
+        """
+        model = self.backbone.model
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        for module in model.modules():
+            if isinstance(module, GradientCheckpointingLayer):
+                module.training = True

@@ -54,9 +54,14 @@ class PrefixConfig:
 
 
 class PrefixEncoder(nn.Module):
-    """The trainable reparametrization; its output is the prefix of every layer at once."""
+    """The trainable reparametrization; its output is the prefix of every layer at once.
 
-    def __init__(self, config: PrefixConfig, shape: PrefixShape, embed_dim: int):
+    With ``init`` (the backbone's own keys/values for a text, Li & Liang's low-data trick) the
+    MLP learns a residual on top of it: its last layer starts at zero, so training starts exactly
+    at the initialisation.
+    """
+
+    def __init__(self, config: PrefixConfig, shape: PrefixShape, embed_dim: int, init: torch.Tensor | None = None):
         super().__init__()
         self.config, self.shape = config, shape
         self.embedding = nn.Embedding(config.num_virtual_tokens, embed_dim)
@@ -65,12 +70,29 @@ class PrefixEncoder(nn.Module):
             nn.Tanh(),
             nn.Linear(config.hidden, 2 * shape.layers * shape.kv_heads * shape.head_dim),
         )
+        self.register_buffer("init", init, persistent=False)
+        if init is not None:
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
 
     def forward(self) -> torch.Tensor:
         """The full prefix, shape ``(layers, 2, kv_heads, P, head_dim)`` (2 = key, value)."""
         s, length = self.shape, self.config.num_virtual_tokens
         flat = self.mlp(self.embedding.weight)  # (P, 2 * L * kv_dim)
-        return flat.view(length, s.layers, 2, s.kv_heads, s.head_dim).permute(1, 2, 3, 0, 4)
+        prefix = flat.view(length, s.layers, 2, s.kv_heads, s.head_dim).permute(1, 2, 3, 0, 4)
+        return prefix if self.init is None else prefix + self.init
+
+
+@torch.no_grad()
+def text_activations(model: PreTrainedModel, token_ids: list[int], length: int) -> torch.Tensor:
+    """The backbone's own keys/values for ``token_ids`` (repeated or cut to ``length``), as a prefix."""
+    ids = torch.tensor([(token_ids * length)[:length]], device=model.device)
+    injector = getattr(model, "_kg2text_injector", None)
+    if injector is not None:
+        injector.set(None)  # the plain backbone's activations, whatever prefix was in use
+    cache = model(input_ids=ids, use_cache=True).past_key_values
+    layers = [torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]
+    return torch.stack(layers).float()  # (L, 2, kv_heads, P, head_dim)
 
 
 def expected_prefix_shape(shape: PrefixShape, length: int) -> tuple[int, ...]:
@@ -93,6 +115,13 @@ class PrefixInjector:
         for module in model.modules():
             if hasattr(module, "layer_idx") and type(module).__name__.endswith("Attention"):
                 module._kg2text_injector = self
+
+    @classmethod
+    def of(cls, model: PreTrainedModel) -> PrefixInjector:
+        """The model's one injector (attention layers can only point at one), created on first use."""
+        if getattr(model, "_kg2text_injector", None) is None:
+            model._kg2text_injector = cls(model)
+        return model._kg2text_injector
 
     @property
     def length(self) -> int:

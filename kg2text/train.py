@@ -1,34 +1,40 @@
-"""The training loop: prefix-tune a frozen backbone with Hugging Face Accelerate.
+"""The training loop: tune a prefix (or soft prompt) on a frozen backbone with Hugging Face Accelerate.
 
 Plain and linear on purpose (nanoGPT style): build the examples with ``datasets``, then for each
-batch compute the prefix once, run the frozen model, take the loss on target tokens only, step.
-Accelerate handles device placement, mixed precision, gradient accumulation and several processes
-(``accelerate launch``); only the small ``PrefixEncoder`` is wrapped, the backbone never trains.
+global batch compute the prefix once, run the frozen model, take the loss on target tokens only,
+step. Accelerate handles the device, mixed precision, gradient accumulation and several processes
+(``accelerate launch``); only the small trainable module is wrapped, the backbone never trains.
+Each process takes its share of every global batch and the loss is normalised by the global target
+count, so 1 or N processes give the same update. Checkpoints make the run resumable bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from kg2text.artifact import atomic_write_text, save_prefix
 from kg2text.backbones import Backbone, load_backbone
+from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from kg2text.data import Record, read_records, training_pairs
 from kg2text.errors import UserError
 from kg2text.linearize import DEFAULT_FORMAT, Format, get_format, model_prompt, model_target
-from kg2text.model import IGNORE_INDEX, PrefixedLM
-from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape
+from kg2text.methods import build_tuner
+from kg2text.model import IGNORE_INDEX, METHODS, TunedLM
+
+SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -37,28 +43,55 @@ class TrainConfig:
 
     output: str
     backbone: str = "gpt2"
+    method: str = "prefix"  # prefix | prompt
     dataset: str = "webnlg"
     split: str = "train"
     format: str | None = None  # default: the dataset's own
     data_dir: str | None = None
     prefix_length: int = 10
     mlp_hidden: int = 512
+    init_text: str | None = None  # initialise from the backbone's activations / embeddings of this text
     epochs: float = 5.0
     max_steps: int | None = None  # optimizer steps; overrides epochs
     max_examples: int | None = None  # use the first N (record, sentence) pairs after shuffling
-    batch_size: int = 8
+    batch_size: int = 8  # global batch per optimizer micro-step, split over processes
     grad_accum: int = 1
     lr: float = 5e-5
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    save_dtype: str = "float32"
+    checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
     seed: int = 42
     log_every: int = 10
 
     @property
     def format_name(self) -> str:
         return self.format or DEFAULT_FORMAT[self.dataset]
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise UserError(f"unknown --save-dtype {self.save_dtype!r}; choose one of: {', '.join(SAVE_DTYPES)}")
+        for name in ("prefix_length", "batch_size", "grad_accum", "mlp_hidden"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive number, got {self.lr}")
+        get_format(self.format_name)
+
+    @classmethod
+    def from_run(cls, run_dir: Path) -> TrainConfig:
+        path = Path(run_dir) / "config.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"cannot resume: {path} is missing or unreadable ({err})") from None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def encode_examples(pairs: list[tuple[Record, str]], fmt: Format, backbone: Backbone,
@@ -92,40 +125,77 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class LengthGroupedBatches:
-    """Shuffled batches of similar-length examples, so little compute goes to padding.
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group: int = 50) -> list[list[int]]:
+    """One epoch of shuffled batches of similar-length examples, so little compute goes to padding.
 
-    Each epoch: shuffle, cut into groups of ``group`` batches, sort each group by length, cut into
-    batches, shuffle the batch order (HF's ``group_by_length`` idea). Deterministic per seed and epoch.
+    Shuffle, cut into groups of ``group`` batches, sort each group by length, cut into batches and
+    shuffle the batch order (HF's ``group_by_length`` idea). A pure function of (seed, epoch), which
+    is what makes resuming exact.
     """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50):
-        self.lengths, self.batch_size, self.seed, self.group, self.epoch = lengths, batch_size, seed, group, 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self):
-        rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        span = self.group * self.batch_size
-        batches = []
-        for start in range(0, len(order), span):
-            chunk = sorted(order[start: start + span], key=self.lengths.__getitem__, reverse=True)
-            batches.extend(chunk[i: i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        rng.shuffle(batches)
-        return iter(batches)
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = group * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start: start + span], key=lengths.__getitem__, reverse=True)
+        batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
 
 
-def prepare_run_dir(path: Path) -> Path:
+def _cpu_only_multiprocess() -> bool:
+    """``accelerate launch --num_processes N`` on a machine without CUDA: train on CPU with gloo.
+
+    Accelerate only picks its multi-CPU mode when told to use the CPU; without this each launched
+    process would silently train alone.
+    """
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+class RunLock:
+    """A lock file in the run folder: a second training on the same folder is refused, not interleaved."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = self.path.read_text().strip() if self.path.exists() else "?"
+            if owner.isdigit() and not _alive(int(owner)):
+                self.path.unlink(missing_ok=True)  # left by a killed run
+                return self.__enter__()
+            raise UserError(f"{self.path.parent} is in use by another training (process {owner}); "
+                            "wait for it or choose another --output") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def prepare_run_dir(path: Path, resume: bool) -> Path:
     """Create the run folder, refusing to overwrite a finished run and checking we can write there."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--output {path} exists and is not a folder")
     if (path / "prefix.safetensors").exists():
         raise UserError(f"{path} already holds a trained prefix; choose another --output or delete it")
+    if not resume and (path / "config.json").exists():
+        raise UserError(f"{path} holds an unfinished run; continue it with --resume or choose another --output")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -144,80 +214,149 @@ def load_training_set(config: TrainConfig, backbone: Backbone) -> datasets.Datas
         pairs = pairs[: config.max_examples]
     max_tokens = backbone.max_positions - config.prefix_length
     encoded = encode_examples(pairs, get_format(config.format_name), backbone, max_tokens)
+    if len(encoded) < len(pairs):
+        print(f"kg2text: dropped {len(pairs) - len(encoded)} examples longer than {max_tokens} tokens")
     if len(encoded) == 0:
         raise UserError("no training examples left (all longer than the backbone's context?)")
     return encoded
 
 
-def train(config: TrainConfig, backbone: Backbone | None = None) -> Path:
-    """Train a prefix and write the run folder; returns the path of the saved prefix file."""
-    get_format(config.format_name)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
-    set_seed(config.seed)
+def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = False) -> Path | None:
+    """Train and write the run folder; returns the saved prefix file (None on non-main processes)."""
+    config.validate()
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+                              cpu=_cpu_only_multiprocess())
     backbone = backbone or load_backbone(config.backbone)
-    run_dir = prepare_run_dir(Path(config.output)) if accelerator.is_main_process else Path(config.output)
-    backbone.model.to(accelerator.device)
-    lm = PrefixedLM(backbone)
-    examples = load_training_set(config, backbone)
-
-    shape = PrefixShape.of(backbone.model)
-    encoder = PrefixEncoder(PrefixConfig(config.prefix_length, config.mlp_hidden), shape,
-                            backbone.model.config.hidden_size)
-    batches = LengthGroupedBatches([len(ids) for ids in examples["input_ids"]], config.batch_size, config.seed)
-    loader = torch.utils.data.DataLoader(
-        examples.with_format(None), batch_sampler=batches,
-        collate_fn=lambda rows: collate(rows, backbone.tokenizer.pad_token_id),
-    )
-    steps_per_epoch = math.ceil(len(loader) / config.grad_accum / accelerator.num_processes)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
-    encoder, optimizer, loader, scheduler = accelerator.prepare(encoder, optimizer, loader, scheduler)
-
-    log_path = run_dir / "train_log.jsonl"
+    run_dir = Path(config.output)
     if accelerator.is_main_process:
+        prepare_run_dir(run_dir, resume)
+    accelerator.wait_for_everyone()
+    with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
+        return _train(config, backbone, accelerator, run_dir, resume)
+
+
+def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
+           resume: bool) -> Path | None:
+    backbone.model.to(accelerator.device)
+    lm = TunedLM(backbone)
+    if config.gradient_checkpointing:
+        lm.enable_gradient_checkpointing()
+    examples = load_training_set(config, backbone)
+    lengths = [len(ids) for ids in examples["input_ids"]]
+    tuner, method_config = build_tuner(config.method, backbone, config.prefix_length, config.mlp_hidden,
+                                       config.init_text, config.seed)
+    steps_per_epoch = math.ceil(len(lengths) / config.batch_size / config.grad_accum)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(tuner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
+    progress = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "elapsed_s": 0.0, "log_lines": 0}
+    log_path = run_dir / "train_log.jsonl"
+    if resume:
+        progress = load_checkpoint(run_dir, tuner, optimizer, scheduler)
+        _truncate_lines(log_path, progress["log_lines"])
+        print(f"kg2text: resuming at step {progress['step']} of {total_steps}")
+    elif accelerator.is_main_process:
         atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
         log_path.write_text("")
-    progress = tqdm(total=total_steps, desc="training", disable=not accelerator.is_main_process, unit="step")
-    step, tokens, started, window_loss, window_n = 0, 0, time.perf_counter(), 0.0, 0
-    encoder.train()
-    while step < total_steps:
-        for batch in loader:
-            with accelerator.accumulate(encoder):
-                lm.injector.set(encoder())
-                loss, _ = lm.target_loss(batch["input_ids"], batch["attention_mask"], batch["labels"])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
-            window_loss, window_n = window_loss + loss.item(), window_n + 1
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            elapsed = time.perf_counter() - started
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / elapsed:.0f}")
-            if step % config.log_every == 0 or step == total_steps:
-                entry = {"step": step, "loss": window_loss / window_n, "lr": scheduler.get_last_lr()[0],
-                         "tokens": tokens, "elapsed_s": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1)}
-                window_loss, window_n = 0.0, 0
-                if accelerator.is_main_process:
-                    with log_path.open("a") as log:
-                        log.write(json.dumps(entry) + "\n")
-            if step >= total_steps:
-                break
-    progress.close()
-    lm.injector.set(None)
+    tuner, optimizer = accelerator.prepare(tuner, optimizer)
+
+    def checkpoint() -> None:
+        if accelerator.is_main_process:
+            progress["log_lines"] = _count_lines(log_path)
+            save_checkpoint(run_dir, accelerator.unwrap_model(tuner), optimizer.optimizer, scheduler, progress)
+
+    if accelerator.is_main_process:
+        print(f"kg2text: training {config.method} on {config.backbone} with {accelerator.num_processes} process(es) "
+              f"on {accelerator.device}; {len(lengths)} examples, {total_steps} steps of {config.batch_size}")
+    bar = tqdm(total=total_steps, initial=progress["step"], desc="training", unit="step",
+               disable=not accelerator.is_main_process)
+    started = time.perf_counter() - progress["elapsed_s"]
+    window: list[float] = []
+    rank, world = accelerator.process_index, accelerator.num_processes
+    try:
+        while progress["step"] < total_steps:
+            batches = epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"])
+            for global_batch in batches[progress["batch"]:]:
+                rows = [examples[i] for i in global_batch[rank::world]] or [examples[global_batch[0]]]
+                batch = {k: v.to(accelerator.device) for k, v in collate(rows, backbone.tokenizer.pad_token_id).items()}
+                global_targets = _global_target_count(batch["labels"], accelerator, len(global_batch[rank::world]))
+                with accelerator.accumulate(tuner):
+                    lm.use(config.method, tuner())
+                    loss, _ = lm.target_loss(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                             normaliser=global_targets / world)
+                    if not torch.isfinite(loss):
+                        raise UserError(f"the loss became {loss.item()} at step {progress['step'] + 1}; lower --lr. "
+                                        "Nothing new was saved; the last checkpoint (if any) is intact")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(tuner.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                progress["batch"] += 1
+                progress["tokens"] += int(accelerator.reduce(batch["attention_mask"].sum(), "sum"))
+                window.append(float(accelerator.reduce(loss.detach(), "mean")))
+                if not accelerator.sync_gradients:
+                    continue
+                progress["step"] += 1
+                progress["elapsed_s"] = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{window[-1]:.3f}", tok_s=f"{progress['tokens'] / progress['elapsed_s']:.0f}")
+                if progress["step"] % config.log_every == 0 or progress["step"] == total_steps:
+                    _log(log_path, progress, sum(window) / len(window), scheduler.get_last_lr()[0], accelerator)
+                    window = []
+                if config.checkpoint_every and progress["step"] % config.checkpoint_every == 0 \
+                        and progress["step"] < total_steps:
+                    checkpoint()
+                if progress["step"] >= total_steps:
+                    break
+            else:
+                progress["epoch"], progress["batch"] = progress["epoch"] + 1, 0
+    except KeyboardInterrupt:
+        checkpoint()
+        bar.close()
+        raise KeyboardInterrupt(f"checkpoint saved at step {progress['step']}; continue with "
+                                f"'kg2text train --output {run_dir} --resume'") from None
+    bar.close()
+    return _save_final(config, backbone, accelerator, tuner, method_config, run_dir)
+
+
+def _global_target_count(labels: torch.Tensor, accelerator: Accelerator, real_rows: int) -> float:
+    """Target tokens in the whole global batch (a padding row, used when a process has none, counts 0)."""
+    count = (labels[:real_rows, 1:] != IGNORE_INDEX).sum()
+    return float(accelerator.reduce(count, "sum")) or 1.0
+
+
+def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, tuner, method_config: dict,
+                run_dir: Path) -> Path | None:
     with torch.no_grad():
-        final = accelerator.unwrap_model(encoder)()
-    header = {"method": "prefix", "format": config.format_name, "dataset": config.dataset,
-              "prefix_config": PrefixConfig(config.prefix_length, config.mlp_hidden).to_dict(),
-              "train_config": asdict(config)}
+        final = accelerator.unwrap_model(tuner)().to(SAVE_DTYPES[config.save_dtype])
+    header = {"method": config.method, "format": config.format_name, "dataset": config.dataset,
+              "method_config": method_config, "train_config": asdict(config)}
     accelerator.wait_for_everyone()
     path = run_dir / "prefix.safetensors"
     if accelerator.is_main_process:
         save_prefix(run_dir, final, backbone, header)
-    return path
+        remove_checkpoints(run_dir)
+    accelerator.wait_for_everyone()
+    return path if accelerator.is_main_process else None
+
+
+def _log(path: Path, progress: dict, loss: float, lr: float, accelerator: Accelerator) -> None:
+    if not accelerator.is_main_process:
+        return
+    entry = {"step": progress["step"], "loss": round(loss, 5), "lr": lr, "tokens": progress["tokens"],
+             "elapsed_s": round(progress["elapsed_s"], 2),
+             "tokens_per_s": round(progress["tokens"] / max(progress["elapsed_s"], 1e-9), 1)}
+    with path.open("a") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _truncate_lines(path: Path, keep: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if path.exists():
+        atomic_write_text(path, "".join(line + "\n" for line in path.read_text().splitlines()[:keep]))

@@ -19,3 +19,12 @@ def trained_run(tmp_path_factory):
     train(TrainConfig(output=str(out), backbone="tiny-gpt2", max_steps=4, max_examples=32, batch_size=8,
                       prefix_length=4, mlp_hidden=32, lr=1e-3, log_every=2))
     return out
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory):
+    """A tiny-gpt2 E2E run (trained on the shipped dev split), for multi-task tests."""
+    out = tmp_path_factory.mktemp("runs") / "e2e"
+    train(TrainConfig(output=str(out), backbone="tiny-gpt2", dataset="e2e", split="dev", max_steps=4,
+                      max_examples=32, batch_size=8, prefix_length=4, mlp_hidden=32, lr=1e-2, log_every=2))
+    return out

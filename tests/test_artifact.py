@@ -17,7 +17,7 @@ def test_saved_file_holds_only_the_final_prefix(trained_run):
         assert tuple(handle.get_tensor("prefix").shape) == (2, 2, 4, 4, 16)
         header = json.loads(handle.metadata()["kg2text"])
     assert header["backbone"] == "tiny-gpt2" and header["format"] == "webnlg"
-    assert header["prefix_config"] == {"num_virtual_tokens": 4, "hidden": 32}
+    assert header["method"] == "prefix" and header["method_config"] == {"num_virtual_tokens": 4, "hidden": 32}
     tensor_bytes = 2 * 2 * 4 * 4 * 16 * 4  # fp32: no MLP, no backbone, only the final prefix
     assert tensor_bytes < path.stat().st_size < tensor_bytes + len(json.dumps(header)) + 512
     assert {p.name for p in trained_run.iterdir()} >= {"prefix.safetensors", "config.json", "train_log.jsonl"}
@@ -30,7 +30,7 @@ def test_round_trip_gives_identical_logits(trained_run):
     mask = torch.ones_like(ids)
     with torch.no_grad():
         assert torch.equal(first.lm.logits(ids, mask), second.lm.logits(ids, mask))
-        first.lm.injector.set(None)
+        first.lm.use("prefix", None)
         assert not torch.allclose(first.lm.logits(ids, mask), second.lm.logits(ids, mask))
 
 

@@ -87,3 +87,22 @@ def test_evaluate_writes_scores_for_all_seen_unseen(trained_run, tmp_path, capsy
     assert len((tmp_path / "eval" / "hypotheses.txt").read_text().splitlines()) == 6
     assert "| unseen |" in (tmp_path / "eval" / "scores.md").read_text()
     assert "BLEU    all:" in out
+
+
+def test_one_base_model_serves_several_task_prefixes_in_one_batch(trained_run, e2e_run, capsys):
+    decode = ["--num-beams", "2", "--max-new-tokens", "6"]
+    inputs = ["webnlg:: Harry_Potter | education | Hogwarts", "e2e:: name[Alimentum], area[city centre]",
+              "webnlg:: Alan_Bean | nationality | United_States"]
+    code, out, _ = run(["generate", "--prefix", f"webnlg={trained_run}", "--prefix", f"e2e={e2e_run}",
+                        "--jsonl", *decode, *inputs], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["task"] for r in rows] == ["webnlg", "e2e", "webnlg"]
+    _, alone_webnlg, _ = run(["generate", "--prefix", trained_run, *decode,
+                              "Harry_Potter | education | Hogwarts", "Alan_Bean | nationality | United_States"], capsys)
+    _, alone_e2e, _ = run(["generate", "--prefix", e2e_run, *decode, "name[Alimentum], area[city centre]"], capsys)
+    assert [rows[0]["output"], rows[2]["output"]] == alone_webnlg.splitlines()
+    assert [rows[1]["output"]] == alone_e2e.splitlines()
+    code, _, err = run(["generate", "--prefix", f"webnlg={trained_run}", "--prefix", f"e2e={e2e_run}",
+                        "A | b | c"], capsys)
+    assert code == 2 and "each input starts with its task" in err

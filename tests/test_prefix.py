@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kg2text.backbones import load_backbone
-from kg2text.model import PrefixedLM
+from kg2text.model import TunedLM
 from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape
 from kg2text.train import TrainConfig, train
 
@@ -26,11 +26,11 @@ def test_prefix_shape_per_layer(name, shape):
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
 def test_prefix_reaches_every_layer_and_only_prefix_gets_gradients(name):
     backbone = load_backbone(name)
-    lm = PrefixedLM(backbone)
+    lm = TunedLM(backbone)
     encoder = PrefixEncoder(PrefixConfig(4, 32), PrefixShape.of(backbone.model), 64)
     ids = torch.tensor([[464, 3797, 3332, 319, 262]])
     mask = torch.ones_like(ids)
-    lm.injector.set(encoder())
+    lm.use("prefix", encoder())
     labels = ids.clone()
     loss, count = lm.target_loss(ids, mask, labels)
     loss.backward()
@@ -39,7 +39,7 @@ def test_prefix_reaches_every_layer_and_only_prefix_gets_gradients(name):
     assert encoder.embedding.weight.grad.abs().sum() > 0
     # every layer attends to its own slice of the prefix, so every slice receives gradient
     prefix = encoder().detach().requires_grad_(True)
-    lm.injector.set(prefix)
+    lm.use("prefix", prefix)
     lm.target_loss(ids, mask, labels)[0].backward()
     per_layer = prefix.grad.abs().sum(dim=(1, 2, 3, 4))
     assert per_layer.shape == (2,) and bool((per_layer > 0).all())

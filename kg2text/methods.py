@@ -1,0 +1,49 @@
+"""The tuning methods, PEFT-style: each is a config plus a trainable module (see prefix.py, prompt.py).
+
+``build_tuner`` makes the module whose ``forward()`` returns the tensor a ``TunedLM`` uses; the saved
+artifact is that tensor alone, whose shape ``artifact_shape`` predicts for a backbone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kg2text.backbones import Backbone
+from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape, expected_prefix_shape, text_activations
+from kg2text.prompt import PromptConfig, SoftPrompt, prompt_init
+
+
+def _init_ids(backbone: Backbone, init_text: str | None) -> list[int] | None:
+    if not init_text:
+        return None
+    ids = backbone.tokenizer(init_text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("--init-text has no tokens")
+    return ids
+
+
+def build_tuner(method: str, backbone: Backbone, length: int, mlp_hidden: int, init_text: str | None,
+                seed: int) -> tuple[nn.Module, dict]:
+    """The trainable module for ``method`` and its config (saved in the artifact header)."""
+    torch.manual_seed(seed)
+    ids = _init_ids(backbone, init_text)
+    hidden_size = backbone.model.config.hidden_size
+    if method == "prefix":
+        config = PrefixConfig(length, mlp_hidden)
+        init = text_activations(backbone.model, ids, length) if ids else None
+        return PrefixEncoder(config, PrefixShape.of(backbone.model), hidden_size, init), config.to_dict()
+    config = PromptConfig(length)
+    embeddings = backbone.model.get_input_embeddings().weight
+    return SoftPrompt(prompt_init(embeddings, length, ids, seed)), config.to_dict()
+
+
+def artifact_shape(method: str, backbone: Backbone, length: int) -> tuple[int, ...]:
+    """Shape of the saved tensor: ``(L, 2, kv_heads, P, head_dim)`` for a prefix, ``(P, d)`` for a prompt."""
+    if method == "prefix":
+        return expected_prefix_shape(PrefixShape.of(backbone.model), length)
+    return (length, backbone.model.config.hidden_size)
+
+
+def virtual_length(method: str, shape: tuple[int, ...]) -> int:
+    return shape[-2] if method == "prefix" else shape[0]
