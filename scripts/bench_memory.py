@@ -39,7 +39,8 @@ if device == "cuda":
     torch.cuda.reset_peak_memory_stats(); base_gpu = torch.cuda.memory_allocated()
 decode_prompts(lm, prompts, decode)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-out = {"batch": args["batch"], "rss_growth_mb": (peak - base) / 2**20}
+tokens = len(backbone.tokenizer(prompts[0])["input_ids"]) + args["tokens"]
+out = {"batch": args["batch"], "rss_growth_mb": (peak - base) / 2**20, "tokens_per_row": tokens}
 if device == "cuda":
     out["gpu_growth_mb"] = (torch.cuda.max_memory_allocated() - base_gpu) / 2**20
 print(json.dumps(out))
@@ -67,12 +68,15 @@ def main() -> None:
     per_row_mb = shape.layers * 2 * shape.kv_heads * args.prefix_length * shape.head_dim * 4 / 2**20
     print(f"backbone {args.backbone}, prefix length {args.prefix_length}, beams {args.beams}; "
           f"a per-row prefix copy would cost {per_row_mb:.2f} MB per row and beam")
+    kv_per_token_mb = shape.layers * 2 * shape.kv_heads * shape.head_dim * 4 / 2**20
     for batch in args.batches:
         row = measure(args.backbone, batch, args.beams, args.prefix_length, args.new_tokens)
-        copies = per_row_mb * batch * args.beams
-        print(f"batch {batch:4d}: peak RSS growth {row['rss_growth_mb']:8.1f} MB"
+        rows = batch * args.beams
+        cache = kv_per_token_mb * rows * row["tokens_per_row"]
+        print(f"batch {batch:4d} x {args.beams} beams: peak RSS growth {row['rss_growth_mb']:8.1f} MB"
               + (f", GPU {row['gpu_growth_mb']:.1f} MB" if "gpu_growth_mb" in row else "")
-              + f"   (per-row prefix copies alone would add {copies:.1f} MB)")
+              + f"; the inputs' own KV cache is {cache:.1f} MB; per-row prefix copies would add "
+              f"{per_row_mb * rows:.1f} MB")
     print(f"peak RSS of this parent process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
