@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", type=Path, help="folder to write the adapter to")
     export.add_argument("--format", default="peft", choices=["peft"], help="target format (default: peft)")
     export.add_argument("--base-model", help="base_model_name_or_path to record (default: the run's backbone)")
+    bench = commands.add_parser("benchmark", help="kg2text vs PEFT on one machine: report with tables and plots",
+                                description="Train and evaluate kg2text prefix/prompt tuning, PEFT prefix/prompt "
+                                "tuning, zero-shot (and full fine-tuning where the preset allows) with the same "
+                                "backbone, data, budget, seed and decoding; write results/NAME/report.md, "
+                                "report.json and PNG plots. Needs: pip install -e '.[bench]'.")
+    bench.add_argument("--preset", default="cpu-quick", help="cpu-quick (SmolLM2-135M, CPU), gpu, paper "
+                       "(Li & Liang's GPT-2 medium setting; needs the Hub), tiny (smoke test) (default: cpu-quick)")
+    bench.add_argument("--dataset", choices=["webnlg", "e2e"], help="override the preset's dataset")
+    bench.add_argument("--steps", type=int, help="override the preset's training steps")
+    bench.add_argument("--limit", type=int, help="override the number of evaluation entries")
+    bench.add_argument("--name", help="report folder name under --results (default: PRESET-DATASET)")
+    bench.add_argument("--results", type=Path, default=Path("results"), help="where reports go (default: results)")
     return parser
 
 

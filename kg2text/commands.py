@@ -116,3 +116,14 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_peft(args.run, args.out, args.base_model)
     print(f"wrote a PEFT prefix-tuning adapter to {out}")
     return 0
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from kg2text.benchmark import preset_for
+    from kg2text.benchmark import run_benchmark as benchmark
+
+    preset = preset_for(args.preset, args.dataset, args.steps, args.limit)
+    name = args.name or f"{args.preset}-{preset.dataset}"
+    benchmark(name, preset, args.results / name, "kg2text " + shlex.join(sys.argv[1:]))
+    print(f"wrote {args.results / name}/report.md, report.json and plots")
+    return 0

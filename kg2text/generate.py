@@ -8,6 +8,7 @@ hook; the KV cache holds only real tokens. Newline tokens are banned (as in Li &
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,18 +99,19 @@ def _generation_config(backbone: Backbone, decode: DecodeConfig) -> GenerationCo
     )
 
 
-def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progress: bool = False,
-                   tasks: list[int] | None = None) -> list[str]:
-    """Generate a sentence for each model prompt, batched by length, returned in input order.
+GenerateBatch = Callable[[list[int], torch.Tensor, torch.Tensor, GenerationConfig], torch.Tensor]
 
-    With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ).
-    """
-    tokenizer, model = lm.backbone.tokenizer, lm.backbone.model
+
+def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig, generate_batch: GenerateBatch,
+                   virtual_tokens: int = 0, progress: bool = False) -> list[str]:
+    """Tokenize, batch by length, left-pad, call ``generate_batch(indices, ids, mask, config)`` for the
+    new tokens of each batch, and return clean one-line sentences in input order."""
+    tokenizer, device = backbone.tokenizer, backbone.model.device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     for ids in encoded:
-        check_fits(lm.backbone, lm.virtual_tokens, len(ids) + decode.max_new_tokens)
+        check_fits(backbone, virtual_tokens, len(ids) + decode.max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    config = _generation_config(lm.backbone, decode)
+    config = _generation_config(backbone, decode)
     outputs: list[str] = [""] * len(prompts)
     batches = [order[i: i + decode.batch_size] for i in range(0, len(order), decode.batch_size)]
     for batch in tqdm(batches, desc="decoding", unit="batch", disable=not progress):
@@ -118,16 +120,28 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, i in enumerate(batch):
             ids[row, width - len(encoded[i]):], mask[row, width - len(encoded[i]):] = torch.tensor(encoded[i]), 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        if tasks is not None:
-            lm.use("prefix", lm.prefix, rows=torch.tensor([tasks[i] for i in batch], device=model.device))
-        inputs = lm.model_inputs(ids, mask)
         with torch.no_grad():
-            out = model.generate(**inputs, generation_config=config)
-        new_tokens = out[:, width:] if "input_ids" in inputs else out  # from embeddings, only new tokens return
+            new_tokens = generate_batch(batch, ids.to(device), mask.to(device), config)
         for row, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
             outputs[row] = " ".join(text.split())
     return outputs
+
+
+def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progress: bool = False,
+                   tasks: list[int] | None = None) -> list[str]:
+    """Generate a sentence for each model prompt with the prefix or prompt in use.
+
+    With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ).
+    """
+
+    def generate_batch(batch: list[int], ids: torch.Tensor, mask: torch.Tensor, config: GenerationConfig):
+        if tasks is not None:
+            lm.use("prefix", lm.prefix, rows=torch.tensor([tasks[i] for i in batch], device=ids.device))
+        inputs = lm.model_inputs(ids, mask)
+        out = lm.backbone.model.generate(**inputs, generation_config=config)
+        return out[:, ids.shape[1]:] if "input_ids" in inputs else out  # from embeddings only new tokens return
+
+    return decode_batched(lm.backbone, prompts, decode, generate_batch, lm.virtual_tokens, progress)
 
 
 def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | list[UserInput],

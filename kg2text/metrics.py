@@ -1,8 +1,10 @@
-"""Scores: sacrebleu corpus BLEU against all references, overall and by WebNLG seen/unseen split."""
+"""Scores: sacrebleu BLEU / chrF++ / TER against all references (overall and WebNLG seen / unseen),
+ROUGE-L, and faithfulness (WebNLG entity coverage, E2E slot error rate)."""
 
 from __future__ import annotations
 
 import sacrebleu
+from sacrebleu.metrics import CHRF, TER
 
 from kg2text.data import Record
 
@@ -11,9 +13,7 @@ def corpus_bleu(hypotheses: list[str], references: list[tuple[str, ...]]) -> flo
     """sacrebleu corpus BLEU with every reference of each entry (entries may have different counts)."""
     if not hypotheses:
         return 0.0
-    streams = max(len(refs) for refs in references)
-    padded = [[refs[k] if k < len(refs) else None for refs in references] for k in range(streams)]
-    return sacrebleu.corpus_bleu(hypotheses, padded).score
+    return sacrebleu.corpus_bleu(hypotheses, _streams(references)).score
 
 
 def scores_by_group(records: list[Record], hypotheses: list[str]) -> dict[str, dict]:
@@ -26,3 +26,78 @@ def scores_by_group(records: list[Record], hypotheses: list[str]) -> dict[str, d
             refs = [r.references for r, _ in chosen]
             scores[name] = {"bleu": round(corpus_bleu([h for _, h in chosen], refs), 2), "entries": len(chosen)}
     return scores
+
+
+def _streams(references: list[tuple[str, ...]]) -> list[list[str | None]]:
+    count = max(len(refs) for refs in references)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(count)]
+
+
+def chrf_pp(hypotheses: list[str], references: list[tuple[str, ...]]) -> float:
+    """chrF++ (character n-grams plus word bigrams), sacrebleu, all references."""
+    return CHRF(word_order=2).corpus_score(hypotheses, _streams(references)).score
+
+
+def ter(hypotheses: list[str], references: list[tuple[str, ...]]) -> float:
+    """Translation edit rate (lower is better), sacrebleu, all references."""
+    return TER().corpus_score(hypotheses, _streams(references)).score
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    row = [0] * (len(b) + 1)
+    for x in a:
+        previous = 0
+        for j, y in enumerate(b, start=1):
+            previous, row[j] = row[j], previous + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def rouge_l(hypotheses: list[str], references: list[tuple[str, ...]], beta: float = 1.2) -> float:
+    """ROUGE-L F (as in the E2E challenge's script: best reference per entry, averaged), 0-100."""
+    total = 0.0
+    for hypothesis, refs in zip(hypotheses, references, strict=True):
+        hyp, best = hypothesis.lower().split(), 0.0
+        for ref in refs:
+            tokens = ref.lower().split()
+            common = _lcs(hyp, tokens)
+            if common:
+                precision, recall = common / len(hyp), common / len(tokens)
+                best = max(best, (1 + beta**2) * precision * recall / (recall + beta**2 * precision))
+        total += best
+    return 100 * total / max(len(hypotheses), 1)
+
+
+def normalise(text: str) -> str:
+    """Case, underscores, quotes and spacing do not decide whether a fact was mentioned."""
+    return " ".join(text.replace("_", " ").replace('"', " ").replace("'", " ").lower().split())
+
+
+def webnlg_coverage(records: list[Record], hypotheses: list[str]) -> float:
+    """Share (%) of triple subjects and objects that appear verbatim (normalised) in the output.
+
+    BLEU hides a dropped or invented fact; this counts dropped entities directly.
+    """
+    found = total = 0
+    for record, hypothesis in zip(records, hypotheses, strict=True):
+        text = normalise(hypothesis)
+        for subject, _, obj in record.items:
+            for entity in (subject, obj):
+                total += 1
+                found += normalise(entity) in text
+    return 100 * found / max(total, 1)
+
+
+_BINARY_SLOT_WORDS = {"familyFriendly": ("family", "kid", "child", "children")}
+
+
+def e2e_slot_error_rate(records: list[Record], hypotheses: list[str]) -> float:
+    """Slot error rate (%): MR values not found in the output (binary slots by keyword). Approximate:
+    it catches dropped values, not wrong negations or hallucinated extra slots."""
+    missing = total = 0
+    for record, hypothesis in zip(records, hypotheses, strict=True):
+        text = normalise(hypothesis)
+        for slot, value in record.items:
+            total += 1
+            words = _BINARY_SLOT_WORDS.get(slot, (normalise(value),))
+            missing += not any(word in text for word in words)
+    return 100 * missing / max(total, 1)

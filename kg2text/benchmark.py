@@ -1,0 +1,318 @@
+"""``kg2text benchmark``: kg2text vs Hugging Face PEFT on one machine, same data, budget and decoding.
+
+Each method runs in its own subprocess (so peak memory is its own) and writes a JSON record; the
+parent collects them into a report (``kg2text/report.py``). Methods:
+
+* ``kg2text-prefix``, ``kg2text-prompt``: this package's training loop and decoder;
+* ``peft-prefix`` (``PrefixTuningConfig``, prefix_projection on, same P and MLP width) and
+  ``peft-prompt`` (``PromptTuningConfig``, sampled-vocabulary init): PEFT's models, trained with the
+  same batches, optimizer and schedule through PEFT's own forward (``labels=``);
+* ``zero-shot``: the untuned backbone on the same prompts; ``full-ft``: all weights train (only in
+  presets whose budget allows it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from kg2text.backbones import Backbone, load_backbone
+from kg2text.data import read_records, training_pairs
+from kg2text.errors import UserError
+from kg2text.generate import DecodeConfig, decode_batched, decode_prompts, load_for_generation
+from kg2text.linearize import DEFAULT_FORMAT, get_format, model_prompt
+from kg2text.metrics import (
+    chrf_pp,
+    corpus_bleu,
+    e2e_slot_error_rate,
+    rouge_l,
+    scores_by_group,
+    ter,
+    webnlg_coverage,
+)
+from kg2text.train import TrainConfig, collate, encode_examples, epoch_batches, train
+
+METHODS = ("kg2text-prefix", "kg2text-prompt", "peft-prefix", "peft-prompt", "zero-shot", "full-ft")
+CPU_PEAK_GFLOPS = 157.0  # 2 Zen 3 cores, fp32 FMA AVX2: 2 x 2.45 GHz x 32 FLOP/cycle
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that is held equal across methods."""
+
+    backbone: str
+    dataset: str = "webnlg"
+    train_split: str = "train"
+    eval_split: str = "test"
+    steps: int = 20
+    batch_size: int = 8
+    lr: float = 5e-4
+    warmup_steps: int = 2
+    prefix_length: int = 10
+    mlp_hidden: int = 512
+    eval_limit: int | None = 50
+    eval_beams: int = 1
+    max_new_tokens: int = 60
+    speed_inputs: int = 32  # inputs decoded for the batch-32 speed figures (batch 1 uses a quarter)
+    methods: tuple[str, ...] = METHODS[:5]
+    seed: int = 42
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+PRESETS = {
+    "cpu-quick": Preset("smollm2-135m", notes=(
+        "Full fine-tuning is left out: 135M weights with AdamW on 2 CPU cores does not fit the budget.",)),
+    "gpu": Preset("smollm2-135m", steps=500, batch_size=16, eval_limit=None, eval_beams=5, max_new_tokens=100,
+                  speed_inputs=64, methods=METHODS),
+    "paper": Preset("gpt2-medium", steps=5 * 18102 // 5, batch_size=5, lr=5e-5, warmup_steps=0, prefix_length=5,
+                    mlp_hidden=512, eval_limit=None, eval_beams=5, max_new_tokens=100, methods=METHODS,
+                    notes=("Li & Liang's WebNLG setting: GPT-2 medium, 5 epochs, batch 5, lr 5e-5, P=5; "
+                           "needs the Hub.",)),
+    "tiny": Preset("tiny-gpt2", steps=3, batch_size=4, lr=1e-3, prefix_length=4, mlp_hidden=32, eval_limit=4,
+                   max_new_tokens=6, speed_inputs=4, notes=("A smoke test of the benchmark: meaningless text.",)),
+}
+E2E_NOTE = ("The E2E train set is not available offline: this preset trains on E2E dev and tests on E2E test. "
+            "NIST, METEOR and CIDEr are not reported: no offline implementation among our dependencies "
+            "(METEOR needs Java and WordNet).")
+
+
+def _examples(preset: Preset, backbone: Backbone):
+    split = "dev" if preset.dataset == "e2e" and preset.train_split == "train" else preset.train_split
+    pairs = training_pairs(read_records(preset.dataset, split))
+    random.Random(preset.seed).shuffle(pairs)
+    pairs = pairs[: preset.steps * preset.batch_size]
+    return encode_examples(pairs, get_format(DEFAULT_FORMAT[preset.dataset]), backbone,
+                           backbone.max_positions - preset.prefix_length)
+
+
+def _peft_model(method: str, preset: Preset, backbone: Backbone):
+    import peft
+
+    if method == "peft-prefix":
+        config = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=preset.prefix_length,
+                                         prefix_projection=True, encoder_hidden_size=preset.mlp_hidden)
+    else:
+        config = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=preset.prefix_length,
+                                         prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB)
+    torch.manual_seed(preset.seed)
+    return peft.get_peft_model(backbone.model, config)
+
+
+def _train_other(method: str, preset: Preset, backbone: Backbone, out: Path) -> tuple[object, dict]:
+    """PEFT or full fine-tuning with the same batches, optimizer and schedule as kg2text's loop."""
+    if method == "full-ft":
+        model = backbone.model
+        model.requires_grad_(True)
+    else:
+        model = _peft_model(method, preset, backbone)
+    examples = _examples(preset, backbone)
+    lengths = [len(ids) for ids in examples["input_ids"]]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=preset.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, preset.warmup_steps, preset.steps)
+    log, tokens, started, step = [], 0, time.perf_counter(), 0
+    while step < preset.steps:
+        for batch_ids in epoch_batches(lengths, preset.batch_size, preset.seed, 0):
+            batch = collate([examples[i] for i in batch_ids], backbone.tokenizer.pad_token_id)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step, tokens = step + 1, tokens + int(batch["attention_mask"].sum())
+            log.append({"step": step, "loss": loss.item(), "elapsed_s": time.perf_counter() - started})
+            if step >= preset.steps:
+                break
+    elapsed = time.perf_counter() - started
+    model.eval()
+    if method == "full-ft":
+        model.requires_grad_(False)
+        artifact = sum(p.numel() * p.element_size() for p in model.parameters())
+    else:
+        model.save_pretrained(out / "adapter")
+        artifact = sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file())
+    stats = {"trainable_params": sum(p.numel() for p in params), "artifact_bytes": artifact, "train_tokens": tokens,
+             "train_seconds": elapsed, "loss_curve": log}
+    return model, stats
+
+
+def _peft_generate(model):
+    def generate_batch(batch, ids, mask, config):
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        has_prompt = out.shape[1] > ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids)
+        return out[:, ids.shape[1]:] if has_prompt else out
+
+    return generate_batch
+
+
+def _train_kg2text(method: str, preset: Preset, backbone: Backbone, out: Path) -> tuple[object, dict]:
+    config = TrainConfig(output=str(out / "run"), backbone=preset.backbone, method=method.split("-")[1],
+                         dataset=preset.dataset, split="dev" if preset.dataset == "e2e" else preset.train_split,
+                         prefix_length=preset.prefix_length, mlp_hidden=preset.mlp_hidden, max_steps=preset.steps,
+                         max_examples=preset.steps * preset.batch_size, batch_size=preset.batch_size, lr=preset.lr,
+                         warmup_steps=preset.warmup_steps, checkpoint_every=0, seed=preset.seed, log_every=1)
+    path = train(config, backbone=backbone)
+    log = [json.loads(line) for line in (out / "run" / "train_log.jsonl").read_text().splitlines()]
+    from kg2text.methods import build_tuner
+
+    tuner, _ = build_tuner(config.method, backbone, preset.prefix_length, preset.mlp_hidden, None, preset.seed)
+    stats = {"trainable_params": sum(p.numel() for p in tuner.parameters()), "artifact_bytes": path.stat().st_size,
+             "train_tokens": log[-1]["tokens"], "train_seconds": log[-1]["elapsed_s"], "loss_curve": log}
+    return load_for_generation(out / "run", backbone).lm, stats
+
+
+def run_method(method: str, preset: Preset, out: Path) -> dict:
+    """Train (if the method trains), evaluate and time one method; runs inside its own process."""
+    torch.manual_seed(preset.seed)
+    backbone = load_backbone(preset.backbone)
+    out.mkdir(parents=True, exist_ok=True)
+    stats: dict = {"trainable_params": 0, "artifact_bytes": 0, "train_tokens": 0, "train_seconds": 0.0,
+                   "loss_curve": []}
+    if method.startswith("kg2text"):
+        lm, stats = _train_kg2text(method, preset, backbone, out)
+        virtual = lm.virtual_tokens
+
+        def decode(prompts, config):
+            return decode_prompts(lm, prompts, config)
+    else:
+        model = backbone.model
+        if method != "zero-shot":
+            model, stats = _train_other(method, preset, backbone, out)
+        generate_batch = _peft_generate(model)
+        virtual = preset.prefix_length if method.startswith("peft") else 0
+
+        def decode(prompts, config):
+            return decode_batched(backbone, prompts, config, generate_batch, virtual)
+
+    records = read_records(preset.dataset, preset.eval_split)
+    if preset.eval_limit and preset.eval_limit < len(records):
+        records = [records[i * len(records) // preset.eval_limit] for i in range(preset.eval_limit)]
+    fmt = get_format(DEFAULT_FORMAT[preset.dataset])
+    prompts = [model_prompt(fmt.linearize(r.items), backbone.separator) for r in records]
+    hypotheses = decode(prompts, DecodeConfig(preset.eval_beams, max_new_tokens=preset.max_new_tokens,
+                                              batch_size=16))
+    result = {"method": method, **{k: v for k, v in stats.items()},
+              "quality": quality(preset.dataset, records, hypotheses),
+              "hypotheses": hypotheses,
+              "speed": generation_speed(decode, prompts, preset),
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "virtual_tokens": virtual, "backbone_params": sum(p.numel() for p in backbone.model.parameters())}
+    if result["train_seconds"]:
+        result["train_tokens_per_s"] = result["train_tokens"] / result["train_seconds"]
+        # frozen weights need no weight gradients: about 2 (forward) + 2 (input gradients) FLOPs per weight and token
+        flops_per_token = (6 if method == "full-ft" else 4) * result["backbone_params"]
+        result["train_gflops"] = result["train_tokens_per_s"] * flops_per_token / 1e9
+    return result
+
+
+def quality(dataset: str, records, hypotheses: list[str]) -> dict:
+    references = [r.references for r in records]
+    scores = {"bleu": scores_by_group(records, hypotheses), "chrf++": chrf_pp(hypotheses, references),
+              "ter": ter(hypotheses, references), "rouge_l": rouge_l(hypotheses, references)}
+    if dataset == "webnlg":
+        scores["entity_coverage"] = webnlg_coverage(records, hypotheses)
+        by_size: dict[int, list[int]] = {}
+        for index, record in enumerate(records):
+            by_size.setdefault(len(record.items), []).append(index)
+        scores["bleu_by_triples"] = {
+            n: corpus_bleu([hypotheses[i] for i in idx], [records[i].references for i in idx])
+            for n, idx in sorted(by_size.items())}
+    else:
+        scores["slot_error_rate"] = e2e_slot_error_rate(records, hypotheses)
+    return scores
+
+
+def generation_speed(decode, prompts: list[str], preset: Preset) -> dict:
+    """Sentences/s and generated tokens/s at batch 1 and 32, greedy and beam 5, on the same inputs."""
+    speed = {}
+    for batch in (1, 32):
+        count = max(1, preset.speed_inputs // (4 if batch == 1 else 1))
+        chosen = (prompts * (count // len(prompts) + 1))[:count]
+        for beams in (1, 5):
+            config = DecodeConfig(beams, max_new_tokens=preset.max_new_tokens, batch_size=batch)
+            started = time.perf_counter()
+            outputs = decode(chosen, config)
+            elapsed = time.perf_counter() - started
+            words = sum(len(o.split()) for o in outputs)
+            speed[f"batch{batch}_beam{beams}"] = {"sentences_per_s": count / elapsed, "words_per_s": words / elapsed,
+                                                  "inputs": count}
+    return speed
+
+
+def _child(method: str, preset: Preset, out: Path) -> dict:
+    """Run one method in a fresh Python process; its JSON record comes back through a file."""
+    record = out / method / "result.json"
+    command = [sys.executable, "-m", "kg2text.benchmark", method, json.dumps(asdict(preset)), str(out / method)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0 or not record.exists():
+        raise UserError(f"benchmark method {method} failed:\n{result.stdout[-3000:]}")
+    return json.loads(record.read_text())
+
+
+def environment() -> dict:
+    import accelerate
+    import transformers
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+    try:
+        import peft
+
+        versions["peft"] = peft.__version__
+    except ImportError:
+        versions["peft"] = "not installed"
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {cpu}, {os.cpu_count()} cores"
+    return {"versions": versions, "machine": device, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def run_benchmark(name: str, preset: Preset, out: Path, command: str) -> dict:
+    """Run every method of the preset and write the report; returns the report data."""
+    if any(m.startswith("peft") for m in preset.methods):
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise UserError("the PEFT methods need peft: pip install -e '.[bench]'") from None
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for method in preset.methods:
+        print(f"benchmark: {method} ...", flush=True)
+        results.append(_child(method, preset, out))
+    notes = list(preset.notes) + ([E2E_NOTE] if preset.dataset == "e2e" else [])
+    data = {"name": name, "preset": asdict(preset), "command": command, **environment(), "results": results,
+            "notes": notes, "cpu_peak_gflops": CPU_PEAK_GFLOPS}
+    from kg2text.report import write_report
+
+    write_report(data, out)
+    return data
+
+
+def preset_for(name: str, dataset: str | None, steps: int | None, limit: int | None) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    changes = {k: v for k, v in {"dataset": dataset, "steps": steps, "eval_limit": limit}.items() if v is not None}
+    return replace(preset, **changes)
+
+
+if __name__ == "__main__":
+    method_name, preset_json, out_dir = sys.argv[1:4]
+    fields_ = json.loads(preset_json)
+    fields_["methods"], fields_["notes"] = tuple(fields_["methods"]), tuple(fields_["notes"])
+    record = run_method(method_name, Preset(**fields_), Path(out_dir))
+    Path(out_dir, "result.json").write_text(json.dumps(record, indent=1))

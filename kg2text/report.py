@@ -1,0 +1,170 @@
+"""Benchmark reports: ``report.json`` (all numbers), ``report.md`` (tables, targets, notes) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kg2text.artifact import atomic_write_text
+
+SPEED_KEYS = ("batch1_beam1", "batch32_beam1", "batch1_beam5", "batch32_beam5")
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def summary_line(result: dict) -> str:
+    q = result["quality"]
+    faithful = (f"coverage {q['entity_coverage']:.1f}%" if "entity_coverage" in q
+                else f"SER {q.get('slot_error_rate', 0):.1f}%")
+    return (f"{result['method']:>15}: BLEU {q['bleu']['all']['bleu']:5.2f}  chrF++ {q['chrf++']:5.2f}  {faithful}  "
+            f"train {_fmt(result.get('train_tokens_per_s'))} tok/s  peak {result['peak_rss_mb']:.0f} MB  "
+            f"gen b32 {result['speed']['batch32_beam1']['sentences_per_s']:.2f} sent/s  "
+            f"artifact {result['artifact_bytes'] / 1024:.1f} KiB")
+
+
+def _quality_table(results: list[dict]) -> str:
+    first = results[0]["quality"]
+    faithful = "entity coverage %" if "entity_coverage" in first else "slot error rate %"
+    lines = [f"| method | BLEU all | seen | unseen | chrF++ | TER ↓ | ROUGE-L | {faithful} |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        q, bleu = r["quality"], r["quality"]["bleu"]
+        lines.append(f"| {r['method']} | {bleu['all']['bleu']:.2f} | {_fmt(bleu.get('seen', {}).get('bleu'), 2)} | "
+                     f"{_fmt(bleu.get('unseen', {}).get('bleu'), 2)} | {q['chrf++']:.2f} | {q['ter']:.2f} | "
+                     f"{q['rouge_l']:.2f} | {q.get('entity_coverage', q.get('slot_error_rate')):.1f} |")
+    return "\n".join(lines)
+
+
+def _cost_table(results: list[dict], peak: float) -> str:
+    lines = ["| method | trainable params | artifact bytes | train tokens/s | train s | GFLOP/s (% of peak) "
+             "| peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        gflops = r.get("train_gflops")
+        share = f"{gflops:.1f} ({100 * gflops / peak:.0f}%)" if gflops else "–"
+        lines.append(f"| {r['method']} | {r['trainable_params']:,} | {r['artifact_bytes']:,} | "
+                     f"{_fmt(r.get('train_tokens_per_s'))} | {_fmt(r['train_seconds'])} | {share} | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def _speed_table(results: list[dict]) -> str:
+    head = " | ".join(f"{k.replace('_', ' ')} sent/s (words/s)" for k in SPEED_KEYS)
+    lines = [f"| method | {head} |", "|---|" + "---:|" * len(SPEED_KEYS)]
+    for r in results:
+        cells = " | ".join(f"{r['speed'][k]['sentences_per_s']:.2f} ({r['speed'][k]['words_per_s']:.1f})"
+                           for k in SPEED_KEYS)
+        lines.append(f"| {r['method']} | {cells} |")
+    return "\n".join(lines)
+
+
+def targets(results: list[dict]) -> list[str]:
+    """The CPU-preset targets against PEFT prefix tuning; a missed target is reported as missed."""
+    by = {r["method"]: r for r in results}
+    ours, theirs = by.get("kg2text-prefix"), by.get("peft-prefix")
+    if not ours or not theirs:
+        return ["(targets need both kg2text-prefix and peft-prefix in the run)"]
+    rows = []
+
+    def check(name: str, ratio: float, goal: str, met: bool) -> None:
+        rows.append(f"| {name} | {ratio:.2f}× | {goal} | {'met' if met else '**not met**'} |")
+
+    train_ratio = ours["train_tokens_per_s"] / theirs["train_tokens_per_s"]
+    check("training throughput, kg2text / PEFT", train_ratio, "≥ 1.5×", train_ratio >= 1.5)
+    for key in SPEED_KEYS:
+        ratio = ours["speed"][key]["sentences_per_s"] / theirs["speed"][key]["sentences_per_s"]
+        check(f"generation {key.replace('_', ' ')}, kg2text / PEFT", ratio, "≥ 2×", ratio >= 2)
+    memory = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
+    check("peak memory, kg2text / PEFT", memory, "≤ 0.8×", memory <= 0.8)
+    bleu = ours["quality"]["bleu"]["all"]["bleu"] - theirs["quality"]["bleu"]["all"]["bleu"]
+    rows.append(f"| BLEU all, kg2text − PEFT | {bleu:+.2f} | ≥ 0 | {'met' if bleu >= 0 else '**not met**'} |")
+    return ["| target | measured | goal | |", "|---|---:|---|---|", *rows]
+
+
+def plots(data: dict, out: Path) -> list[str]:
+    """Loss curves, BLEU vs artifact size, BLEU by number of triples, seen vs unseen (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results, names = data["results"], []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        if r["loss_curve"]:
+            ax.plot([e["step"] for e in r["loss_curve"]], [e["loss"] for e in r["loss_curve"]], label=r["method"])
+    ax.set(xlabel="optimizer step", ylabel="training loss (target tokens)", title="Loss curves")
+    ax.legend()
+    save(fig, "loss_curves.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        ax.scatter(max(r["artifact_bytes"], 1), r["quality"]["bleu"]["all"]["bleu"], label=r["method"])
+    ax.set(xscale="log", xlabel="artifact bytes on disk (log)", ylabel="BLEU (all)", title="BLEU vs artifact size")
+    ax.legend()
+    save(fig, "bleu_vs_size.png")
+
+    if "bleu_by_triples" in results[0]["quality"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in results:
+            sizes = r["quality"]["bleu_by_triples"]
+            ax.plot([int(n) for n in sizes], list(sizes.values()), marker="o", label=r["method"])
+        ax.set(xlabel="triples in the input", ylabel="BLEU", title="BLEU by number of triples")
+        ax.legend()
+        save(fig, "bleu_by_triples.png")
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        width = 0.8 / len(results)
+        for i, r in enumerate(results):
+            bleu = r["quality"]["bleu"]
+            values = [bleu.get(g, {}).get("bleu", 0) for g in ("seen", "unseen")]
+            ax.bar([x + i * width for x in (0, 1)], values, width, label=r["method"])
+        ax.set_xticks([0.4 - width / 2, 1.4 - width / 2], ["seen", "unseen"])
+        ax.set(ylabel="BLEU", title="Seen vs unseen categories")
+        ax.legend()
+        save(fig, "seen_unseen.png")
+    return names
+
+
+def write_report(data: dict, out: Path) -> None:
+    """Write report.json, report.md, the plots, and each method's hypotheses; print one line per method."""
+    results = data["results"]
+    for r in results:
+        atomic_write_text(out / r["method"] / "hypotheses.txt", "\n".join(r.pop("hypotheses")) + "\n")
+    images = plots(data, out)
+    preset = data["preset"]
+    md = [f"# Benchmark `{data['name']}`: kg2text vs PEFT", "",
+          f"Command: `{data['command']}`", "",
+          f"Date: {data['date']}. Machine: {data['machine']}. Versions: "
+          + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".", "",
+          f"Held equal: backbone `{preset['backbone']}`, {preset['dataset']} ({preset['train_split']} → "
+          f"{preset['eval_split']}), {preset['steps']} steps × batch {preset['batch_size']} "
+          f"(= {preset['steps'] * preset['batch_size']} training sentences), lr {preset['lr']}, "
+          f"P = {preset['prefix_length']}, MLP width {preset['mlp_hidden']}, seed {preset['seed']}, fp32; "
+          f"evaluation on {preset['eval_limit'] or 'all'} entries spread over the split, beam {preset['eval_beams']}, "
+          f"at most {preset['max_new_tokens']} new tokens.", "",
+          "## Quality", "", _quality_table(results), "",
+          "BLEU, chrF++ and TER: sacrebleu with all references. Entity coverage: share of triple subjects and "
+          "objects found in the output (case, underscores and quotes normalised); slot error rate: MR values "
+          "missing from the output.", "",
+          "## Cost", "", _cost_table(results, data["cpu_peak_gflops"]), "",
+          f"GFLOP/s counts 4 FLOPs per backbone weight and training token (forward + input gradients; frozen "
+          f"weights need no weight gradients; 6 for full fine-tuning), against this CPU's fp32 peak of "
+          f"{data['cpu_peak_gflops']:.0f} GFLOP/s.", "",
+          "## Generation speed", "", _speed_table(results), "",
+          "## Targets (kg2text prefix vs PEFT prefix)", "", *targets(results), "",
+          "## Plots", "", *[f"![{name}]({name})" for name in images], ""]
+    if data["notes"]:
+        md += ["## Notes", "", *[f"- {note}" for note in data["notes"]], ""]
+    atomic_write_text(out / "report.md", "\n".join(md))
+    atomic_write_text(out / "report.json", json.dumps(data, indent=1) + "\n")
+    for r in results:
+        print(summary_line(r))
