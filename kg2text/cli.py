@@ -23,7 +23,8 @@ EPILOG = """examples:
 INPUT_HELP = """WebNLG input: 'subject | predicate | object', several triples joined by ';'.
 E2E input: 'name[Alimentum], area[city centre]'. A file (--input, or '-' for stdin) has one input
 per line; a .jsonl file has one JSON object per line: {"triples": [["s", "p", "o"], ...]} or
-{"mr": "name[X], area[Y]"} or {"input": "<a line as above>"}."""
+{"mr": "name[X], area[Y]"} or {"input": "<a line as above>"}; a .csv file has an 'mr' or 'input'
+column; a .xml file is WebNLG XML (each entry's triples are one input)."""
 
 
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--backbone", help="load the prefix onto this backbone (default: the one it was trained on)")
     gen.add_argument("inputs", nargs="*", help="inputs on the command line (else --input or stdin)")
     gen.add_argument("--input", help="one input per line (.txt) or one JSON object per line (.jsonl); '-' = stdin")
+    gen.add_argument("--skip-bad", action="store_true",
+                     help="skip inputs that do not parse (reported with a count on stderr) instead of stopping")
     gen.add_argument("--jsonl", action="store_true", help="print JSON lines {input, output} instead of plain text")
     _add_decode_args(gen)
 

@@ -63,7 +63,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     loaded = _load(args)
-    inputs = read_inputs(args.inputs, args.input, loaded.formats)
+    inputs, skipped = read_inputs(args.inputs, args.input, loaded.formats, skip_bad=args.skip_bad)
+    if skipped:
+        print(f"kg2text: skipped {len(skipped)} bad input(s), kept {len(inputs)}; first: {skipped[0]}", file=sys.stderr)
     sentences = generate_sentences(loaded, inputs, _decode_config(args), progress=len(inputs) > args.batch_size)
     for user_input, sentence in zip(inputs, sentences, strict=True):
         record = {"input": user_input.text, "output": sentence}

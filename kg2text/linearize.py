@@ -56,6 +56,11 @@ def parse_triples(line: str) -> tuple[Item, ...]:
     return tuple(parse_triple(chunk, number) for number, chunk in enumerate(chunks, start=1))
 
 
+def format_triples(triples: tuple[Item, ...]) -> str:
+    """The inverse of ``parse_triples``: ``"s | p | o ; s2 | p2 | o2"``."""
+    return f" {TRIPLE_SEPARATOR} ".join(f" {FIELD_SEPARATOR} ".join(triple) for triple in triples)
+
+
 def parse_mr(line: str) -> tuple[Item, ...]:
     """Parse an E2E meaning representation ``"name[Alimentum], area[city centre]"``."""
     text = line.strip()

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -34,6 +35,7 @@ from kg2text.linearize import DEFAULT_FORMAT, Format, get_format, model_prompt, 
 from kg2text.methods import build_tuner
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM
 
+MAX_LR = 1.0
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -79,8 +81,9 @@ class TrainConfig:
         for name in ("prefix_length", "batch_size", "grad_accum", "mlp_hidden"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be a positive number, got {self.lr}")
+        if not (0 < self.lr <= MAX_LR):
+            raise UserError(f"--lr {self.lr} is not a sensible learning rate; prefix and prompt tuning use about "
+                            f"1e-5 to 1e-2 (kg2text refuses anything above {MAX_LR})")
         get_format(self.format_name)
 
     @classmethod
@@ -245,6 +248,7 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     lengths = [len(ids) for ids in examples["input_ids"]]
     tuner, method_config = build_tuner(config.method, backbone, config.prefix_length, config.mlp_hidden,
                                        config.init_text, config.seed)
+    check_disk_space(run_dir, tuner)
     steps_per_epoch = math.ceil(len(lengths) / config.batch_size / config.grad_accum)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(tuner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -321,6 +325,15 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     return _save_final(config, backbone, accelerator, tuner, method_config, run_dir)
 
 
+def check_disk_space(run_dir: Path, tuner: torch.nn.Module) -> None:
+    """Refuse to start when the disk cannot hold two checkpoints and the prefix (module + AdamW state)."""
+    needed = 2 * 3 * 4 * sum(p.numel() for p in tuner.parameters()) + (1 << 20)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise UserError(f"only {free / 2**20:.1f} MB free at {run_dir}, training needs about {needed / 2**20:.1f} MB "
+                        "for checkpoints; free some space or choose another --output")
+
+
 def _global_target_count(labels: torch.Tensor, accelerator: Accelerator, real_rows: int) -> float:
     """Target tokens in the whole global batch (a padding row, used when a process has none, counts 0)."""
     count = (labels[:real_rows, 1:] != IGNORE_INDEX).sum()
@@ -331,6 +344,9 @@ def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerato
                 run_dir: Path) -> Path | None:
     with torch.no_grad():
         final = accelerator.unwrap_model(tuner)().to(SAVE_DTYPES[config.save_dtype])
+    if not torch.isfinite(final).all():
+        raise UserError("the trained tensor holds NaN or infinite values (or overflows --save-dtype), so it was not "
+                        "saved; lower --lr or keep --save-dtype float32")
     header = {"method": config.method, "format": config.format_name, "dataset": config.dataset,
               "method_config": method_config, "train_config": asdict(config)}
     accelerator.wait_for_everyone()

@@ -1,6 +1,7 @@
 """Training runs as users run them, in real subprocesses: kill -9 and resume, two processes, storage."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -24,29 +25,37 @@ def prefix_of(run_dir):
     return read_prefix(run_dir)[0]
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
-    steps = ["--max-steps", "30", "--checkpoint-every", "4"]
+def _kill_at_checkpoint(command, run_dir, step):
+    """Start a training, kill -9 it the moment checkpoint ``step`` is complete."""
+    victim = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = run_dir / "latest_checkpoint"
+    deadline = time.time() + 120
+    while not (pointer.exists() and pointer.read_text().strip() == f"checkpoint-{step}") and time.time() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+
+
+def test_kill_9_at_random_steps_then_resume_equals_an_uninterrupted_run(tmp_path):
+    steps = ["--max-steps", "30", "--checkpoint-every", "2"]
     done = run(TRAIN + steps + ["--output", str(tmp_path / "straight")])
     assert done.returncode == 0, done.stderr[-2000:]
 
-    victim = subprocess.Popen(TRAIN + steps + ["--output", str(tmp_path / "killed")], env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pointer = tmp_path / "killed" / "latest_checkpoint"
-    deadline = time.time() + 120
-    while not (pointer.exists() and pointer.read_text().strip() == "checkpoint-8") and time.time() < deadline:
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "prefix.safetensors").exists()
-
-    resumed = run([sys.executable, "-m", "kg2text", "train", "--output", str(tmp_path / "killed"), "--resume"])
+    run_dir = tmp_path / "killed"
+    kill_points = sorted(random.Random(7).sample(range(2, 30, 2), 3))  # three different checkpoints
+    _kill_at_checkpoint(TRAIN + steps + ["--output", str(run_dir)], run_dir, kill_points[0])
+    resume = [sys.executable, "-m", "kg2text", "train", "--output", str(run_dir), "--resume"]
+    for step in kill_points[1:]:
+        _kill_at_checkpoint(resume, run_dir, step)
+        assert not (run_dir / "prefix.safetensors").exists()
+    resumed = run(resume)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming at step" in resumed.stdout
-    assert torch.equal(prefix_of(tmp_path / "killed"), prefix_of(tmp_path / "straight"))
+    assert f"resuming at step {kill_points[-1]}" in resumed.stdout
+    assert torch.equal(prefix_of(run_dir), prefix_of(tmp_path / "straight"))
     straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
-    resumed_log = (tmp_path / "killed" / "train_log.jsonl").read_text().splitlines()
+    resumed_log = (run_dir / "train_log.jsonl").read_text().splitlines()
     assert [line.split('"tokens"')[0] for line in resumed_log] == [line.split('"tokens"')[0] for line in straight_log]
-    assert not list((tmp_path / "killed").glob("checkpoint-*"))  # cleaned up after the final save
+    assert not list(run_dir.glob("checkpoint-*"))  # cleaned up after the final save
 
 
 def test_two_processes_match_one_on_the_same_global_batch(tmp_path):

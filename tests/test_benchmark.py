@@ -1,0 +1,48 @@
+import json
+from dataclasses import replace
+
+import pytest
+
+from kg2text.benchmark import PRESETS, run_benchmark
+from kg2text.report import targets
+
+pytest.importorskip("peft")
+pytest.importorskip("matplotlib")
+
+
+def test_tiny_benchmark_writes_report_tables_and_plots(tmp_path, capsys):
+    preset = replace(PRESETS["tiny"], methods=("kg2text-prefix", "peft-prefix"), steps=2)
+    data = run_benchmark("tiny", preset, tmp_path, "kg2text benchmark --preset tiny")
+    out = capsys.readouterr().out
+    report = (tmp_path / "report.md").read_text()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [r["method"] for r in saved["results"]] == ["kg2text-prefix", "peft-prefix"]
+    for result in saved["results"]:
+        assert set(result["quality"]["bleu"]) == {"all", "seen", "unseen"}
+        assert result["quality"]["bleu"]["all"]["entries"] == 4
+        assert result["train_tokens"] > 0 and result["train_tokens_per_s"] > 0 and result["peak_rss_mb"] > 100
+        assert set(result["speed"]) == {"batch1_beam1", "batch32_beam1", "batch1_beam5", "batch32_beam5"}
+        assert len((tmp_path / result["method"] / "hypotheses.txt").read_text().splitlines()) == 4
+    ours = saved["results"][0]
+    assert ours["trainable_params"] == 4 * 64 + 64 * 32 + 32 + 32 * (2 * 2 * 64) + 2 * 2 * 64
+    assert ours["artifact_bytes"] == (tmp_path / "kg2text-prefix" / "run" / "prefix.safetensors").stat().st_size
+    assert "| kg2text-prefix |" in report and "| peft-prefix |" in report
+    assert "training throughput, kg2text / PEFT" in report and "Command: `kg2text benchmark --preset tiny`" in report
+    for image in ("loss_curves.png", "bleu_vs_size.png", "bleu_by_triples.png", "seen_unseen.png"):
+        assert (tmp_path / image).read_bytes()[:4] == b"\x89PNG"
+    assert out.count("BLEU") == 2
+    assert data["versions"]["peft"] != "not installed"
+
+
+def test_targets_say_not_met_when_missed():
+    def result(method, tok_s, sent_s, rss, bleu):
+        speed = {k: {"sentences_per_s": sent_s} for k in ("batch1_beam1", "batch32_beam1", "batch1_beam5",
+                                                           "batch32_beam5")}
+        return {"method": method, "train_tokens_per_s": tok_s, "speed": speed, "peak_rss_mb": rss,
+                "quality": {"bleu": {"all": {"bleu": bleu}}}}
+
+    rows = "\n".join(targets([result("kg2text-prefix", 150, 3, 70, 30), result("peft-prefix", 100, 2, 100, 31)]))
+    assert "| training throughput, kg2text / PEFT | 1.50× | ≥ 1.5× | met |" in rows
+    assert "| generation batch1 beam1, kg2text / PEFT | 1.50× | ≥ 2× | **not met** |" in rows
+    assert "| peak memory, kg2text / PEFT | 0.70× | ≤ 0.8× | met |" in rows
+    assert "| BLEU all, kg2text − PEFT | -1.00 | ≥ 0 | **not met** |" in rows
