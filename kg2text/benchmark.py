@@ -37,6 +37,7 @@ from kg2text.metrics import (
     chrf_pp,
     corpus_bleu,
     e2e_slot_error_rate,
+    nist,
     rouge_l,
     scores_by_group,
     ter,
@@ -84,8 +85,9 @@ PRESETS = {
                    max_new_tokens=6, speed_inputs=4, notes=("A smoke test of the benchmark: meaningless text.",)),
 }
 E2E_NOTE = ("The E2E train set is not available offline: this preset trains on E2E dev and tests on E2E test. "
-            "NIST, METEOR and CIDEr are not reported: no offline implementation among our dependencies "
-            "(METEOR needs Java and WordNet).")
+            "NIST is our implementation of mteval's formula (not bit-exact with mteval-v13a's tokenisation). "
+            "METEOR and CIDEr are not reported: no offline implementation among our dependencies "
+            "(METEOR needs Java and WordNet data; CIDEr's reference code is not on PyPI in a usable form).")
 
 
 def _examples(preset: Preset, backbone: Backbone):
@@ -232,6 +234,7 @@ def quality(dataset: str, records, hypotheses: list[str]) -> dict:
             for n, idx in sorted(by_size.items())}
     else:
         scores["slot_error_rate"] = e2e_slot_error_rate(records, hypotheses)
+        scores["nist"] = nist(hypotheses, references)
     return scores
 
 

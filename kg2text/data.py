@@ -75,7 +75,7 @@ def parse_webnlg_xml(source: str, content: bytes, require_references: bool = Tru
     """Parse one WebNLG XML file; errors name the file, line and entry."""
     try:
         root = ET.fromstring(content)
-    except ET.ParseError as err:
+    except (ET.ParseError, ValueError, LookupError) as err:  # LookupError: an unknown declared encoding
         raise UserError(f"{source}: not well-formed XML ({err})") from None
     records = []
     for entry in root.iter("entry"):
@@ -113,10 +113,14 @@ def parse_e2e_csv(source: str, content: bytes) -> list[Record]:
     except UnicodeDecodeError as err:
         raise UserError(f"{source}: not UTF-8 text ({err})") from None
     references: dict[str, list[str]] = {}
-    for line_number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
-        if row.get("mr") is None:
-            raise UserError(f"{source}: line {line_number}: missing 'mr' column (expected header 'mr,ref')")
-        references.setdefault(row["mr"], []).append(" ".join((row.get("ref") or "").split()))
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        for row in reader:
+            if row.get("mr") is None:
+                raise UserError(f"{source}: line {reader.line_num}: missing 'mr' column (expected header 'mr,ref')")
+            references.setdefault(row["mr"], []).append(" ".join((row.get("ref") or "").split()))
+    except csv.Error as err:
+        raise UserError(f"{source}: line {reader.line_num}: not valid CSV ({err})") from None
     records = []
     for mr, refs in references.items():
         try:

@@ -3,6 +3,9 @@ ROUGE-L, and faithfulness (WebNLG entity coverage, E2E slot error rate)."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import sacrebleu
 from sacrebleu.metrics import CHRF, TER
 
@@ -101,3 +104,42 @@ def e2e_slot_error_rate(records: list[Record], hypotheses: list[str]) -> float:
             words = _BINARY_SLOT_WORDS.get(slot, (normalise(value),))
             missing += not any(word in text for word in words)
     return 100 * missing / max(total, 1)
+
+
+def _ngrams(words: list[str], n: int) -> Counter:
+    return Counter(tuple(words[i: i + n]) for i in range(len(words) - n + 1))
+
+
+def nist(hypotheses: list[str], references: list[tuple[str, ...]], max_n: int = 5) -> float:
+    """NIST (Doddington 2002), mteval's formula with multiple references: information-weighted n-gram
+    matches (clipped by the most frequent occurrence in any one reference) and NIST's length penalty.
+    Our implementation, not bit-exact with mteval-v13a's tokenisation."""
+    hyp_words = [h.lower().split() for h in hypotheses]
+    ref_words = [[r.lower().split() for r in refs] for refs in references]
+    counts: Counter = Counter()
+    for refs in ref_words:
+        for words in refs:
+            for n in range(1, max_n + 1):
+                counts.update(_ngrams(words, n))
+    total_words = sum(len(words) for refs in ref_words for words in refs)
+
+    def info(gram: tuple[str, ...]) -> float:
+        context = counts[gram[:-1]] if len(gram) > 1 else total_words
+        return math.log2(context / counts[gram]) if counts[gram] else 0.0
+
+    score = 0.0
+    for n in range(1, max_n + 1):
+        gained = produced = 0.0
+        for words, refs in zip(hyp_words, ref_words, strict=True):
+            grams = _ngrams(words, n)
+            produced += sum(grams.values())
+            best = Counter()
+            for ref in refs:
+                best |= _ngrams(ref, n)
+            gained += sum(info(g) * min(c, best[g]) for g, c in grams.items() if best[g])
+        score += gained / produced if produced else 0.0
+    hyp_len = sum(map(len, hyp_words))
+    ref_len = sum(sum(map(len, refs)) / len(refs) for refs in ref_words)
+    beta = math.log(0.5) / math.log(1.5) ** 2  # penalty 0.5 at 2/3 of the reference length
+    ratio = min(hyp_len / ref_len, 1.0) if ref_len else 0.0
+    return score * (math.exp(beta * math.log(ratio) ** 2) if ratio > 0 else 0.0)

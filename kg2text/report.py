@@ -26,14 +26,16 @@ def summary_line(result: dict) -> str:
 
 def _quality_table(results: list[dict]) -> str:
     first = results[0]["quality"]
-    faithful = "entity coverage %" if "entity_coverage" in first else "slot error rate %"
-    lines = [f"| method | BLEU all | seen | unseen | chrF++ | TER ↓ | ROUGE-L | {faithful} |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    faithful = "entity coverage %" if "entity_coverage" in first else "slot error rate % ↓"
+    nist_head, nist_rule = (" NIST |", "---:|") if "nist" in first else ("", "")
+    lines = [f"| method | BLEU all | seen | unseen | chrF++ | TER ↓ | ROUGE-L |{nist_head} {faithful} |",
+             f"|---|---:|---:|---:|---:|---:|---:|{nist_rule}---:|"]
     for r in results:
         q, bleu = r["quality"], r["quality"]["bleu"]
+        nist_cell = f" {q['nist']:.2f} |" if "nist" in q else ""
         lines.append(f"| {r['method']} | {bleu['all']['bleu']:.2f} | {_fmt(bleu.get('seen', {}).get('bleu'), 2)} | "
                      f"{_fmt(bleu.get('unseen', {}).get('bleu'), 2)} | {q['chrf++']:.2f} | {q['ter']:.2f} | "
-                     f"{q['rouge_l']:.2f} | {q.get('entity_coverage', q.get('slot_error_rate')):.1f} |")
+                     f"{q['rouge_l']:.2f} |{nist_cell} {q.get('entity_coverage', q.get('slot_error_rate')):.1f} |")
     return "\n".join(lines)
 
 
@@ -72,9 +74,9 @@ def targets(results: list[dict]) -> list[str]:
 
     train_ratio = ours["train_tokens_per_s"] / theirs["train_tokens_per_s"]
     check("training throughput, kg2text / PEFT", train_ratio, "≥ 1.5×", train_ratio >= 1.5)
-    for key in SPEED_KEYS:
-        ratio = ours["speed"][key]["sentences_per_s"] / theirs["speed"][key]["sentences_per_s"]
-        check(f"generation {key.replace('_', ' ')}, kg2text / PEFT", ratio, "≥ 2×", ratio >= 2)
+    for key in SPEED_KEYS:  # generated words/s: the two methods' sentences differ in length
+        ratio = ours["speed"][key]["words_per_s"] / theirs["speed"][key]["words_per_s"]
+        check(f"generation {key.replace('_', ' ')} (words/s), kg2text / PEFT", ratio, "≥ 2×", ratio >= 2)
     memory = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
     check("peak memory, kg2text / PEFT", memory, "≤ 0.8×", memory <= 0.8)
     bleu = ours["quality"]["bleu"]["all"]["bleu"] - theirs["quality"]["bleu"]["all"]["bleu"]

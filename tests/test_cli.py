@@ -46,7 +46,7 @@ def test_generate_from_text_jsonl_and_stdin(trained_run, tmp_path, capsys, monke
     (["--input", "{tmp}/missing.txt"], "cannot read --input"),
     (["--input", "{tmp}"], "is a folder"),
     (["--input", "{tmp}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
-    (["--input", "{tmp}/empty.txt"], "no inputs found"),
+    (["--input", "{tmp}/empty.txt"], "no usable inputs (the file is empty)"),
     (["--backbone", "tiny-llama", "A | b | c"], "trained for backbone 'tiny-gpt2'"),
 ])
 def test_bad_generate_input_gets_one_clear_line(trained_run, tmp_path, capsys, argv, message):

@@ -159,7 +159,7 @@ def test_full_disk_is_reported_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     code, _, err = _run(["train", "--backbone", "tiny-gpt2", "--max-steps", "1", "--output", tmp_path / "r"], capsys)
     assert code == 2 and "MB free at" in err
-    assert not (tmp_path / "r" / "train_log.jsonl").read_text()
+    assert not (tmp_path / "r" / "train_log.jsonl").exists() and not (tmp_path / "r" / "config.json").exists()
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
