@@ -305,12 +305,16 @@ def run_benchmark(name: str, preset: Preset, out: Path, command: str) -> dict:
     return data
 
 
-def preset_for(name: str, dataset: str | None, steps: int | None, limit: int | None) -> Preset:
+def preset_for(name: str, dataset: str | None = None, steps: int | None = None, limit: int | None = None,
+               methods: list[str] | None = None) -> Preset:
+    """A named preset with the command line's overrides applied."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    preset = PRESETS[name]
-    changes = {k: v for k, v in {"dataset": dataset, "steps": steps, "eval_limit": limit}.items() if v is not None}
-    return replace(preset, **changes)
+    unknown = set(methods or ()) - set(METHODS)
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(sorted(unknown))}; choose from: {', '.join(METHODS)}")
+    changes = {"dataset": dataset, "steps": steps, "eval_limit": limit, "methods": tuple(methods) if methods else None}
+    return replace(PRESETS[name], **{k: v for k, v in changes.items() if v is not None})
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", choices=["webnlg", "e2e"], help="override the preset's dataset")
     bench.add_argument("--steps", type=int, help="override the preset's training steps")
     bench.add_argument("--limit", type=int, help="override the number of evaluation entries")
+    bench.add_argument("--methods", nargs="+", help="run only these of: kg2text-prefix kg2text-prompt peft-prefix "
+                       "peft-prompt zero-shot full-ft (default: the preset's)")
     bench.add_argument("--name", help="report folder name under --results (default: PRESET-DATASET)")
     bench.add_argument("--results", type=Path, default=Path("results"), help="where reports go (default: results)")
     return parser

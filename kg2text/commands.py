@@ -124,7 +124,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from kg2text.benchmark import preset_for
     from kg2text.benchmark import run_benchmark as benchmark
 
-    preset = preset_for(args.preset, args.dataset, args.steps, args.limit)
+    preset = preset_for(args.preset, args.dataset, args.steps, args.limit, args.methods)
     name = args.name or f"{args.preset}-{preset.dataset}"
     benchmark(name, preset, args.results / name, "kg2text " + shlex.join(sys.argv[1:]))
     print(f"wrote {args.results / name}/report.md, report.json and plots")

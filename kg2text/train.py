@@ -281,9 +281,10 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
         while progress["step"] < total_steps:
             batches = epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"])
             for global_batch in batches[progress["batch"]:]:
-                rows = [examples[i] for i in global_batch[rank::world]] or [examples[global_batch[0]]]
-                batch = {k: v.to(accelerator.device) for k, v in collate(rows, backbone.tokenizer.pad_token_id).items()}
-                global_targets = _global_target_count(batch["labels"], accelerator, len(global_batch[rank::world]))
+                batch = _local_batch(examples, global_batch[rank::world] or global_batch[:1], backbone, accelerator)
+                if not global_batch[rank::world]:  # fewer rows than processes: a stand-in row that teaches nothing
+                    batch["labels"].fill_(IGNORE_INDEX)
+                global_targets = _global_target_count(batch["labels"], accelerator)
                 with accelerator.accumulate(tuner):
                     lm.use(config.method, tuner())
                     loss, _ = lm.target_loss(batch["input_ids"], batch["attention_mask"], batch["labels"],
@@ -334,9 +335,15 @@ def check_disk_space(run_dir: Path, tuner: torch.nn.Module) -> None:
                         "for checkpoints; free some space or choose another --output")
 
 
-def _global_target_count(labels: torch.Tensor, accelerator: Accelerator, real_rows: int) -> float:
-    """Target tokens in the whole global batch (a padding row, used when a process has none, counts 0)."""
-    count = (labels[:real_rows, 1:] != IGNORE_INDEX).sum()
+def _local_batch(examples: datasets.Dataset, indices: list[int], backbone: Backbone,
+                 accelerator: Accelerator) -> dict[str, torch.Tensor]:
+    rows = [examples[i] for i in indices]
+    return {k: v.to(accelerator.device) for k, v in collate(rows, backbone.tokenizer.pad_token_id).items()}
+
+
+def _global_target_count(labels: torch.Tensor, accelerator: Accelerator) -> float:
+    """Target tokens in the whole global batch, summed over processes."""
+    count = (labels[:, 1:] != IGNORE_INDEX).sum()
     return float(accelerator.reduce(count, "sum")) or 1.0
 
 

@@ -46,3 +46,16 @@ def test_targets_say_not_met_when_missed():
     assert "| generation batch1 beam1 (words/s), kg2text / PEFT | 1.50× | ≥ 2× | **not met** |" in rows
     assert "| peak memory, kg2text / PEFT | 0.70× | ≤ 0.8× | met |" in rows
     assert "| BLEU all, kg2text − PEFT | -1.00 | ≥ 0 | **not met** |" in rows
+
+
+def test_preset_overrides_and_unknown_methods():
+    from kg2text.benchmark import preset_for
+    from kg2text.errors import UserError
+
+    preset = preset_for("cpu-quick", "e2e", 5, 30, ["kg2text-prefix", "peft-prefix"])
+    assert (preset.dataset, preset.steps, preset.eval_limit) == ("e2e", 5, 30)
+    assert preset.methods == ("kg2text-prefix", "peft-prefix") and preset.backbone == "smollm2-135m"
+    with pytest.raises(UserError, match="unknown method"):
+        preset_for("cpu-quick", methods=["lora"])
+    with pytest.raises(UserError, match="unknown preset"):
+        preset_for("huge")
