@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from kg2text.artifact import read_prefix
 from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import read_records, training_pairs
 from kg2text.errors import UserError
@@ -168,10 +169,8 @@ def _train_kg2text(method: str, preset: Preset, backbone: Backbone, out: Path) -
                          warmup_steps=preset.warmup_steps, checkpoint_every=0, seed=preset.seed, log_every=1)
     path = train(config, backbone=backbone)
     log = [json.loads(line) for line in (out / "run" / "train_log.jsonl").read_text().splitlines()]
-    from kg2text.methods import build_tuner
-
-    tuner, _ = build_tuner(config.method, backbone, preset.prefix_length, preset.mlp_hidden, None, preset.seed)
-    stats = {"trainable_params": sum(p.numel() for p in tuner.parameters()), "artifact_bytes": path.stat().st_size,
+    header = read_prefix(path)[1]  # the trainable-parameter count is recorded at save time
+    stats = {"trainable_params": header["trainable_params"], "artifact_bytes": path.stat().st_size,
              "train_tokens": log[-1]["tokens"], "train_seconds": log[-1]["elapsed_s"], "loss_curve": log}
     return load_for_generation(out / "run", backbone).lm, stats
 

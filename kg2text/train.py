@@ -354,8 +354,9 @@ def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerato
     if not torch.isfinite(final).all():
         raise UserError("the trained tensor holds NaN or infinite values (or overflows --save-dtype), so it was not "
                         "saved; lower --lr or keep --save-dtype float32")
+    trainable = sum(p.numel() for p in accelerator.unwrap_model(tuner).parameters())
     header = {"method": config.method, "format": config.format_name, "dataset": config.dataset,
-              "method_config": method_config, "train_config": asdict(config)}
+              "method_config": method_config, "trainable_params": trainable, "train_config": asdict(config)}
     accelerator.wait_for_everyone()
     path = run_dir / "prefix.safetensors"
     if accelerator.is_main_process:
