@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from kg2text.anchors import generate_with, peft_model, require_adapter_effect
 from kg2text.artifact import read_prefix
 from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import read_records, training_pairs
@@ -100,26 +101,13 @@ def _examples(preset: Preset, backbone: Backbone):
                            backbone.max_positions - preset.prefix_length)
 
 
-def _peft_model(method: str, preset: Preset, backbone: Backbone):
-    import peft
-
-    if method == "peft-prefix":
-        config = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=preset.prefix_length,
-                                         prefix_projection=True, encoder_hidden_size=preset.mlp_hidden)
-    else:
-        config = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=preset.prefix_length,
-                                         prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB)
-    torch.manual_seed(preset.seed)
-    return peft.get_peft_model(backbone.model, config)
-
-
 def _train_other(method: str, preset: Preset, backbone: Backbone, out: Path) -> tuple[object, dict]:
     """PEFT or full fine-tuning with the same batches, optimizer and schedule as kg2text's loop."""
     if method == "full-ft":
         model = backbone.model
         model.requires_grad_(True)
     else:
-        model = _peft_model(method, preset, backbone)
+        model = peft_model(method, backbone, preset.prefix_length, preset.mlp_hidden, preset.seed)
     examples = _examples(preset, backbone)
     lengths = [len(ids) for ids in examples["input_ids"]]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -150,15 +138,6 @@ def _train_other(method: str, preset: Preset, backbone: Backbone, out: Path) -> 
     stats = {"trainable_params": sum(p.numel() for p in params), "artifact_bytes": artifact, "train_tokens": tokens,
              "train_seconds": elapsed, "loss_curve": log}
     return model, stats
-
-
-def _peft_generate(model):
-    def generate_batch(batch, ids, mask, config):
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        has_prompt = out.shape[1] > ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids)
-        return out[:, ids.shape[1]:] if has_prompt else out
-
-    return generate_batch
 
 
 def _train_kg2text(method: str, preset: Preset, backbone: Backbone, out: Path) -> tuple[object, dict]:
@@ -192,7 +171,9 @@ def run_method(method: str, preset: Preset, out: Path) -> dict:
         model = backbone.model
         if method != "zero-shot":
             model, stats = _train_other(method, preset, backbone, out)
-        generate_batch = _peft_generate(model)
+        if method.startswith("peft"):
+            require_adapter_effect(model, backbone)
+        generate_batch = generate_with(model)
         virtual = preset.prefix_length if method.startswith("peft") else 0
 
         def decode(prompts, config):

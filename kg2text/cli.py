@@ -34,6 +34,12 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-repeat-ngram", type=int, default=0, help="ban repeated n-grams of this size (0: off)")
     group.add_argument("--max-new-tokens", type=int, default=100, help="longest sentence in tokens (default: 100)")
     group.add_argument("--batch-size", type=int, default=16, help="inputs decoded together (default: 16)")
+    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                       help="the backbone's dtype for decoding: bfloat16 is faster on CPUs with AVX512-BF16 or AMX "
+                       "and changes BLEU a little (see results/speed) (default: float32)")
+    group.add_argument("--decoder", default="kg2text", choices=["kg2text", "hf"],
+                       help="kg2text: our decoding loop (fast); hf: transformers' generate, the reference it is "
+                       "tested against (default: kg2text)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--max-grad-norm", type=float, default=1.0)
     train.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    train.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                       help="the frozen backbone's weights: bfloat16 trains faster on CPUs with AVX512-BF16 or AMX; "
+                       "the prefix itself and the loss stay float32 (default: float32)")
     train.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute activations in backward: less memory, about a third more time")
     train.add_argument("--save-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
@@ -125,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--limit", type=int, help="override the number of evaluation entries")
     bench.add_argument("--methods", nargs="+", help="run only these of: kg2text-prefix kg2text-prompt peft-prefix "
                        "peft-prompt zero-shot full-ft (default: the preset's)")
+    bench.add_argument("--speed", type=Path, metavar="RUN",
+                       help="instead of the quality comparison: decoding (4 settings) and training speed of kg2text, "
+                       "the baseline (transformers' generate) and PEFT on this trained run, median of --repeats "
+                       "alternated runs, with this CPU's measured GEMM ceiling; writes results/speed/")
+    bench.add_argument("--repeats", type=int, default=3, help="--speed: alternated repeats (default: 3)")
     bench.add_argument("--name", help="report folder name under --results (default: PRESET-DATASET)")
     bench.add_argument("--results", type=Path, default=Path("results"), help="where reports go (default: results)")
     return parser

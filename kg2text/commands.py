@@ -23,7 +23,7 @@ from kg2text.train import TrainConfig, train
 
 def _decode_config(args: argparse.Namespace) -> DecodeConfig:
     return DecodeConfig(args.num_beams, args.length_penalty, args.no_repeat_ngram, args.max_new_tokens,
-                        args.batch_size)
+                        args.batch_size, args.decoder)
 
 
 def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:
@@ -42,7 +42,8 @@ def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:
 
 
 def _load(args: argparse.Namespace) -> LoadedPrefix:
-    return load_for_generation(_prefix_runs(args.prefix), load_backbone(args.backbone) if args.backbone else None)
+    return load_for_generation(_prefix_runs(args.prefix), load_backbone(args.backbone) if args.backbone else None,
+                               args.dtype)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -102,7 +103,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     command = "kg2text " + shlex.join(sys.argv[1:])
     atomic_write_text(out / "hypotheses.txt", "\n".join(hypotheses) + "\n")
     report = {"dataset": args.dataset, "split": args.split, "entries": len(records), "scores": scores,
-              "metric": "sacrebleu corpus BLEU, all references", "decode": vars(_decode_config(args)),
+              "metric": "sacrebleu corpus BLEU, all references",
+              "decode": {**vars(_decode_config(args)), "dtype": args.dtype},
               "backbone": loaded.header["backbone"], "prefix": args.prefix[0], "decode_seconds": round(elapsed, 1),
               "command": command}
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2) + "\n")
@@ -123,6 +125,14 @@ def run_export(args: argparse.Namespace) -> int:
 def run_benchmark(args: argparse.Namespace) -> int:
     from kg2text.benchmark import preset_for
     from kg2text.benchmark import run_benchmark as benchmark
+
+    if args.speed:
+        from kg2text.speed import run_speed
+
+        out = args.results / (args.name or "speed")
+        run_speed(args.speed, out, "kg2text " + shlex.join(sys.argv[1:]), repeats=args.repeats)
+        print(f"wrote {out}/speed.json and speed.md")
+        return 0
 
     preset = preset_for(args.preset, args.dataset, args.steps, args.limit, args.methods)
     name = args.name or f"{args.preset}-{preset.dataset}"

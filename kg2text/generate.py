@@ -18,7 +18,9 @@ from transformers import GenerationConfig
 
 from kg2text.artifact import check_compatible, read_prefix
 from kg2text.backbones import Backbone, load_backbone
+from kg2text.decoding import beam_search, greedy
 from kg2text.errors import UserError
+from kg2text.hardware import backbone_dtype
 from kg2text.inputs import UserInput
 from kg2text.linearize import Format, Item, get_format, model_prompt
 from kg2text.model import TunedLM, check_fits
@@ -33,6 +35,10 @@ class DecodeConfig:
     no_repeat_ngram_size: int = 0
     max_new_tokens: int = 100
     batch_size: int = 16
+    engine: str = "kg2text"  # kg2text: our loop (kg2text/decoding.py); hf: transformers' generate, the reference
+
+
+ENGINES = ("kg2text", "hf")
 
 
 @dataclass
@@ -55,15 +61,18 @@ class LoadedPrefix:
         return next(iter(self.headers.values()))
 
 
-def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None = None) -> LoadedPrefix:
+def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None = None,
+                        dtype: str = "float32") -> LoadedPrefix:
     """Load one run, or several task runs (``{"webnlg": RUN1, "e2e": RUN2}``), onto one backbone.
 
-    Several task prefixes are stacked so that one batch can mix tasks row by row.
+    Several task prefixes are stacked so that one batch can mix tasks row by row. ``dtype`` is the
+    backbone's for decoding (``bfloat16`` is faster where the CPU has BF16; the prefix follows it).
     """
     runs = {Path(runs).name: Path(runs)} if not isinstance(runs, dict) else runs
     loaded = {task: read_prefix(path) for task, path in runs.items()}
     first = next(iter(loaded.values()))[1]
     backbone = backbone or load_backbone(first["backbone"])
+    backbone.model.to(backbone_dtype(dtype))
     for task, (_, header) in loaded.items():
         check_compatible(header, backbone, runs[task])
     tensors = [t.to(device=backbone.model.device, dtype=backbone.model.dtype) for t, _ in loaded.values()]
@@ -83,14 +92,14 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
 
 
 @functools.cache
-def _newline_token_ids(tokenizer) -> tuple[int, ...]:
+def newline_token_ids(tokenizer) -> tuple[int, ...]:
     vocab = tokenizer.get_vocab()
     return tuple(i for token, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([token]))
 
 
 def _generation_config(backbone: Backbone, decode: DecodeConfig) -> GenerationConfig:
     tokenizer = backbone.tokenizer
-    banned = [[i] for i in _newline_token_ids(tokenizer)]
+    banned = [[i] for i in newline_token_ids(tokenizer)]
     return GenerationConfig(
         do_sample=False, num_beams=decode.num_beams, length_penalty=decode.length_penalty,
         no_repeat_ngram_size=decode.no_repeat_ngram_size, max_new_tokens=decode.max_new_tokens,
@@ -132,11 +141,21 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
     """Generate a sentence for each model prompt with the prefix or prompt in use.
 
     With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ).
+    ``no_repeat_ngram_size`` is only in transformers' ``generate``, which then decodes.
     """
+    tokenizer = lm.backbone.tokenizer
+    banned = torch.tensor(newline_token_ids(tokenizer), dtype=torch.long)
+    own_loop = decode.engine == "kg2text" and not decode.no_repeat_ngram_size
 
     def generate_batch(batch: list[int], ids: torch.Tensor, mask: torch.Tensor, config: GenerationConfig):
         if tasks is not None:
             lm.use("prefix", lm.prefix, rows=torch.tensor([tasks[i] for i in batch], device=ids.device))
+        if own_loop:
+            lm.model_inputs(ids, mask)  # sets this object's prefix on the shared injector
+            if decode.num_beams == 1:
+                return greedy(lm, ids, mask, decode.max_new_tokens, tokenizer.eos_token_id, banned)
+            return beam_search(lm, ids, mask, decode.num_beams, decode.max_new_tokens, tokenizer.eos_token_id,
+                               banned, decode.length_penalty)
         inputs = lm.model_inputs(ids, mask)
         out = lm.backbone.model.generate(**inputs, generation_config=config)
         return out[:, ids.shape[1]:] if "input_ids" in inputs else out  # from embeddings only new tokens return

@@ -31,6 +31,7 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from kg2text.data import Record, read_records, training_pairs
 from kg2text.errors import UserError
+from kg2text.hardware import backbone_dtype
 from kg2text.linearize import DEFAULT_FORMAT, Format, get_format, model_prompt, model_target
 from kg2text.methods import build_tuner
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM
@@ -63,6 +64,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
+    dtype: str = "float32"  # the frozen backbone's weights: float32, or bfloat16 where the CPU has BF16
     gradient_checkpointing: bool = False
     save_dtype: str = "float32"
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
@@ -85,6 +87,7 @@ class TrainConfig:
             raise UserError(f"--lr {self.lr} is not a sensible learning rate; prefix and prompt tuning use about "
                             f"1e-5 to 1e-2 (kg2text refuses anything above {MAX_LR})")
         get_format(self.format_name)
+        backbone_dtype(self.dtype)
 
     @classmethod
     def from_run(cls, run_dir: Path) -> TrainConfig:
@@ -240,7 +243,7 @@ def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = 
 
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
            resume: bool) -> Path | None:
-    backbone.model.to(accelerator.device)
+    backbone.model.to(accelerator.device, backbone_dtype(config.dtype))
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
         lm.enable_gradient_checkpointing()

@@ -11,7 +11,7 @@ BEAMS=${BEAMS:-1}
 RUN=${RUN:-runs/main-job-$(date +%Y%m%d-%H%M%S)}
 
 python -m pip install -q torch==2.13.0        # the CPU build, from local disk where available
-python -m pip install -q -e .
+python -m pip install -q -c constraints.txt -e .   # the tested package set
 
 start=$(date +%s)
 kg2text train --backbone smollm2-135m --dataset webnlg --max-steps "$STEPS" --batch-size 8 \

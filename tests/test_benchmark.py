@@ -3,11 +3,13 @@ from dataclasses import replace
 
 import pytest
 
-from kg2text.benchmark import PRESETS, run_benchmark
+from kg2text.benchmark import PRESETS, run_benchmark, run_method
+from kg2text.errors import UserError
 from kg2text.report import targets
 
 pytest.importorskip("peft")
 pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.anchor
 
 
 def test_tiny_benchmark_writes_report_tables_and_plots(tmp_path, capsys):
@@ -59,3 +61,14 @@ def test_preset_overrides_and_unknown_methods():
         preset_for("cpu-quick", methods=["lora"])
     with pytest.raises(UserError, match="unknown preset"):
         preset_for("huge")
+
+
+def test_benchmark_refuses_a_peft_model_whose_adapter_has_no_effect(tmp_path, monkeypatch):
+    """What transformers 5.24.0 did to PEFT 0.21: generate runs the bare backbone. The row must not be scored."""
+    import peft
+
+    monkeypatch.setattr(peft.PeftModelForCausalLM, "generate",
+                        lambda self, **kwargs: self.get_base_model().generate(**kwargs))
+    with pytest.raises(UserError, match=r"PEFT .* with transformers .* decodes without its adapter"):
+        run_method("peft-prefix", replace(PRESETS["tiny"], steps=1), tmp_path)
+    assert not (tmp_path / "hypotheses.txt").exists()

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from kg2text.anchors import require_adapter_effect
 from kg2text.artifact import save_prefix
 from kg2text.backbones import load_backbone
 from kg2text.cli import main
@@ -15,6 +16,7 @@ PROMPTS = [" | Harry Potter : education : Hogwarts <|endoftext|>",
            " | Alan Bean : nationality : United States <|endoftext|>"]
 
 
+@pytest.mark.anchor
 def test_peft_export_loads_and_decodes_like_kg2text(tmp_path, capsys):
     backbone = load_backbone("tiny-gpt2")
     tuner, config = build_tuner("prefix", backbone, 4, 32, None, seed=0)
@@ -29,6 +31,7 @@ def test_peft_export_loads_and_decodes_like_kg2text(tmp_path, capsys):
                           DecodeConfig(num_beams=1, max_new_tokens=8))
     plain = load_backbone("tiny-gpt2")
     model = peft.PeftModel.from_pretrained(plain.model, str(tmp_path / "peft"))
+    require_adapter_effect(model, plain)  # an upstream break that drops the prefix stops here, by name
 
     def peft_greedy(text: str) -> str:
         ids = plain.tokenizer(text, return_tensors="pt", add_special_tokens=False)

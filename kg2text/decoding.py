@@ -1,0 +1,230 @@
+"""kg2text's own decoding loop: greedy and beam search over a preallocated KV cache.
+
+Why not ``model.generate``: with a prefix, transformers' cache grows by concatenation and the prefix
+is concatenated in front of it in every layer at every step; beam search reorders (copies) the whole
+cache each step, and every row keeps computing until the slowest row of the batch is done. Here:
+
+* ``KVCache`` preallocates, per layer, ``[prefix slots | token slots]`` for every row. The prefix is
+  written once per batch into the first P slots (each row its task's prefix), so a step only writes
+  one token's key/value and attends over a view of the buffer: no concatenation at all.
+* The cache is driven through the same registered attention function as the prefix
+  (``kg2text.prefix.prefix_attention``): while a cache is attached to the injector, attention writes
+  into it and reads from it, so the model's own ``forward`` runs unchanged.
+* Rows that are done leave the batch (greedy: at their end token; beam search: when the input has
+  ``num_beams`` finished hypotheses), so a batch costs what its rows need, not what its longest needs.
+* Beam search follows transformers' (``early_stopping=True``): the top ``2 * num_beams`` candidates by
+  summed log-probability, finished ones scored with ``length ** length_penalty``, an input done when
+  ``num_beams`` hypotheses are finished. The prompt is prefilled once per input, not once per beam.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from kg2text.model import TunedLM
+from kg2text.prefix import PrefixShape
+
+NEG = -1.0e9  # transformers' "impossible" score, kept so that ties break the same way
+
+
+class KVCache:
+    """Keys/values of every layer for up to ``capacity`` rows: ``P`` prefix slots, then the token slots.
+
+    ``rows`` are in use; ``select`` keeps, reorders or repeats them. One prefix for all rows is written
+    into every row once and never moved again; per-row task prefixes move with their rows.
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int, int], prefix_length: int, rows: int, dtype: torch.dtype,
+                 device: torch.device):
+        layers, capacity, kv_heads, slots, head_dim = shape
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.valid = torch.zeros(capacity, slots, dtype=torch.bool, device=device)
+        self.valid[:, :prefix_length] = True
+        self.prefix_length, self.rows, self.used = prefix_length, rows, prefix_length
+        self.prefix_moves = False
+        self.mask: torch.Tensor | None = None  # the mask of the forward in flight
+
+    def write_prefix(self, prefix: torch.Tensor, task_of_row: torch.Tensor | None) -> None:
+        """``prefix``: ``(layers, 2, kv_heads, P, head_dim)`` for all rows, or a task stack ``(T, ...)`` with the
+        task of each row in use."""
+        if task_of_row is None:
+            self.keys[:, :, :, : self.prefix_length] = prefix[:, 0, None]
+            self.values[:, :, :, : self.prefix_length] = prefix[:, 1, None]
+            return
+        per_row = prefix[task_of_row]  # (rows, layers, 2, kv_heads, P, head_dim)
+        self.keys[:, : self.rows, :, : self.prefix_length] = per_row[:, :, 0].transpose(0, 1)
+        self.values[:, : self.rows, :, : self.prefix_length] = per_row[:, :, 1].transpose(0, 1)
+        self.prefix_moves = True
+
+    def begin(self, attention_mask: torch.Tensor) -> None:
+        """Prepare a forward over new tokens whose padding mask is ``attention_mask`` ``(rows, n)``."""
+        n, start = attention_mask.shape[1], self.used
+        self.valid[: self.rows, start: start + n] = attention_mask.bool()
+        keys = self.valid[: self.rows, : start + n]
+        if n == 1:
+            self.mask = keys[:, None, None, :]
+            return
+        query = torch.arange(n, device=keys.device)[:, None] + start
+        key = torch.arange(start + n, device=keys.device)[None]
+        causal = (key <= query) & ((key < self.prefix_length) | (key >= start))
+        self.mask = (keys[:, None, None, :] & causal) | (key == query)  # a padding query attends to itself: no NaN
+
+    def end(self) -> None:
+        self.used += self.mask.shape[2]
+        self.mask = None
+
+    def attend(self, module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs):
+        """The attention of one layer: store the new keys/values, attend over everything stored so far."""
+        layer, start, n = module.layer_idx, self.used, key.shape[2]
+        self.keys[layer, : self.rows, :, start: start + n] = key
+        self.values[layer, : self.rows, :, start: start + n] = value
+        keys = self.keys[layer, : self.rows, :, : start + n]
+        values = self.values[layer, : self.rows, :, : start + n]
+        kwargs.pop("is_causal", None)
+        return sdpa_attention_forward(module, query, keys, values, self.mask, is_causal=False, **kwargs)
+
+    def select(self, source: torch.Tensor) -> None:
+        """New row ``i`` is old row ``source[i]``: drop finished rows, reorder or repeat beams."""
+        rows, used = len(source), self.used
+        if rows == self.rows and bool((source == torch.arange(rows, device=source.device)).all()):
+            return
+        first = 0 if self.prefix_moves else self.prefix_length
+        self.keys[:, :rows, :, first:used] = self.keys[:, source, :, first:used]
+        self.values[:, :rows, :, first:used] = self.values[:, source, :, first:used]
+        self.valid[:rows, first:used] = self.valid[source, first:used]
+        self.rows = rows
+
+
+def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new_tokens: int) -> KVCache:
+    """A cache for ``rows`` prompts growing to ``capacity`` rows (beams), holding the prefix in use."""
+    model, prefix, tasks = lm.backbone.model, lm.injector.prefix, lm.injector.rows
+    shape = PrefixShape.of(model)
+    length = 0 if prefix is None else prefix.shape[-2]
+    slots = length + prompt_width + max_new_tokens
+    cache = KVCache((shape.layers, capacity, shape.kv_heads, slots, shape.head_dim), length, rows, model.dtype,
+                    model.device)
+    if prefix is not None:
+        cache.write_prefix(prefix.to(model.dtype), None if tasks is None else tasks.to(torch.long))
+    return cache
+
+
+def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
+    """One forward through the cache; returns the next-token logits (fp32) of each row's last position."""
+    body, head = lm.backbone.model.base_model, lm.backbone.model.get_output_embeddings()
+    lm.injector.cache = cache
+    cache.begin(mask)
+    try:
+        hidden = body(**inputs, use_cache=False).last_hidden_state
+    finally:
+        cache.end()
+        lm.injector.cache = None
+    return head(hidden[:, -1]).float()
+
+
+def _prefill(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the prompts; returns their next-token logits and each row's next position."""
+    inputs = lm.model_inputs(ids, mask)
+    full_mask = inputs.pop("attention_mask")
+    logits = _forward(lm, cache, inputs, full_mask)
+    return logits, inputs["position_ids"][:, -1] + 1
+
+
+def _step(lm: TunedLM, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    ones = torch.ones(len(tokens), 1, dtype=torch.long, device=tokens.device)
+    return _forward(lm, cache, {"input_ids": tokens[:, None], "position_ids": positions[:, None]}, ones)
+
+
+@torch.no_grad()
+def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos: int,
+           banned: torch.Tensor) -> list[list[int]]:
+    """Greedy decoding; each row stops at its end token (kept out of the output) or after ``max_new_tokens``."""
+    rows = ids.shape[0]
+    cache = _new_cache(lm, rows, rows, _prompt_width(lm, ids), max_new_tokens)
+    logits, positions = _prefill(lm, ids, mask, cache)
+    outputs: list[list[int]] = [[] for _ in range(rows)]
+    alive = torch.arange(rows, device=ids.device)
+    for step in range(max_new_tokens):
+        logits[:, banned] = -float("inf")
+        tokens = logits.argmax(-1)
+        finished = tokens == eos
+        for row, token, done in zip(alive.tolist(), tokens.tolist(), finished.tolist(), strict=True):
+            if not done:
+                outputs[row].append(token)
+        keep = (~finished).nonzero().squeeze(1)
+        if len(keep) == 0 or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(alive):
+            cache.select(keep)
+            alive, tokens, positions = alive[keep], tokens[keep], positions[keep]
+        logits = _step(lm, cache, tokens, positions)
+        positions = positions + 1
+    return outputs
+
+
+@torch.no_grad()
+def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: int, max_new_tokens: int, eos: int,
+                banned: torch.Tensor, length_penalty: float = 1.0) -> list[list[int]]:
+    """Beam search with transformers' semantics (``early_stopping=True``); the best hypothesis of each input."""
+    n, beams, keep_k = ids.shape[0], num_beams, 2 * num_beams
+    device = ids.device
+    cache = _new_cache(lm, n * beams, n, _prompt_width(lm, ids), max_new_tokens)
+    logits, positions = _prefill(lm, ids, mask, cache)
+    running_scores = torch.zeros(n, 1, device=device)  # one live beam per input until the first step
+    running = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
+    finished_scores = torch.full((n, beams), NEG, device=device)
+    finished_done = torch.zeros(n, beams, dtype=torch.bool, device=device)
+    finished = torch.full((n, beams, max_new_tokens), eos, dtype=torch.long, device=device)
+    results: list[list[int]] = [[] for _ in range(n)]
+    alive = torch.arange(n, device=device)
+    for step in range(max_new_tokens):
+        live = running_scores.shape[1]
+        log_probs = F.log_softmax(logits, dim=-1)
+        log_probs[:, banned] = -float("inf")
+        vocab = log_probs.shape[-1]
+        total = (log_probs.view(len(alive), live, vocab) + running_scores[:, :, None]).view(len(alive), -1)
+        cand_scores, cand_index = total.topk(keep_k, dim=1)
+        cand_beam, cand_token = cand_index // vocab, cand_index % vocab
+        cand_seq = torch.cat([running.gather(1, cand_beam[:, :, None].expand(-1, -1, step)), cand_token[:, :, None]], 2)
+        hits = (cand_token == eos) | (step + 1 == max_new_tokens)
+        # finished hypotheses: only the best num_beams candidates may finish (as in transformers)
+        new_scores = cand_scores / ((step + 1) ** length_penalty) + NEG * ~(hits & (torch.arange(keep_k, device=device)
+                                                                                  < beams))
+        padded = torch.full((len(alive), keep_k, max_new_tokens), eos, dtype=torch.long, device=device)
+        padded[:, :, : step + 1] = cand_seq
+        merged_scores = torch.cat([finished_scores, new_scores], 1)
+        order = merged_scores.topk(beams, dim=1)[1]
+        finished_scores = merged_scores.gather(1, order)
+        finished_done = torch.cat([finished_done, hits & (torch.arange(keep_k, device=device) < beams)], 1).gather(
+            1, order)
+        finished = torch.cat([finished, padded], 1).gather(1, order[:, :, None].expand(-1, -1, max_new_tokens))
+        # running beams: the best num_beams candidates that did not finish
+        next_order = (cand_scores + NEG * hits).topk(beams, dim=1)[1]
+        running_scores = (cand_scores + NEG * hits).gather(1, next_order)
+        running = cand_seq.gather(1, next_order[:, :, None].expand(-1, -1, step + 1))
+        source_beam = cand_beam.gather(1, next_order)
+        done = finished_done.all(1) | (step + 1 == max_new_tokens)
+        for index in done.nonzero().squeeze(1).tolist():
+            results[int(alive[index])] = _until_eos(finished[index, 0].tolist(), eos)
+        if bool(done.all()):
+            break
+        keep = (~done).nonzero().squeeze(1)
+        source_rows = (keep[:, None] * live + source_beam[keep]).reshape(-1)
+        cache.select(source_rows)
+        positions = positions.view(len(alive), -1)[keep, :1].expand(-1, beams).reshape(-1)
+        alive, running, running_scores = alive[keep], running[keep], running_scores[keep]
+        finished, finished_scores, finished_done = finished[keep], finished_scores[keep], finished_done[keep]
+        logits = _step(lm, cache, running[:, :, -1].reshape(-1), positions)
+        positions = positions + 1
+    return results
+
+
+def _until_eos(tokens: list[int], eos: int) -> list[int]:
+    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+
+
+def _prompt_width(lm: TunedLM, ids: torch.Tensor) -> int:
+    """Token slots the prompt takes in the cache (a soft prompt adds its own P)."""
+    return ids.shape[1] + (0 if lm.soft_prompt is None else lm.soft_prompt.shape[0])

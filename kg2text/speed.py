@@ -1,0 +1,252 @@
+"""``kg2text benchmark --speed RUN``: decoding and training throughput, side by side in one process.
+
+Three decoders run the same trained prefix on the same WebNLG test prompts: ``kg2text`` (our loop,
+kg2text/decoding.py), ``baseline`` (transformers' ``generate`` through the prefix attention hook: what
+kg2text decoded with before its own loop) and ``peft`` (the same prefix exported to PEFT and decoded by
+PEFT, after checking that PEFT really applies it). Settings and engines alternate, ``repeats`` times,
+and the median is reported, so a machine that slows down mid-run slows everyone. The GEMM ceiling is
+measured here at the backbone's own shapes, and throughput is also given as a fraction of it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from kg2text.anchors import generate_with, require_adapter_effect
+from kg2text.artifact import atomic_write_text, read_prefix
+from kg2text.backbones import Backbone, load_backbone
+from kg2text.data import read_records
+from kg2text.export import export_peft
+from kg2text.generate import DecodeConfig, decode_batched, decode_prompts, load_for_generation
+from kg2text.hardware import cpu_info, native_bf16
+from kg2text.linearize import get_format, model_prompt
+from kg2text.metrics import corpus_bleu
+
+SETTINGS = {"b1-greedy": (1, 1), "b32-greedy": (32, 1), "b1-beam5": (1, 5), "b32-beam5": (32, 5)}
+WEBNLG_TEST_ENTRIES = 1862
+
+Decoder = Callable[[list[str], DecodeConfig], list[str]]
+
+
+def gemm_ceiling(backbone: Backbone, dtype: torch.dtype, rows: tuple[int, ...] = (1, 32, 640)) -> dict[int, float]:
+    """GFLOP/s of ``torch.mm`` at the backbone's linear shapes (mean over them, weighted by FLOPs), per row count."""
+    config = backbone.model.config
+    hidden = config.hidden_size
+    inner = getattr(config, "intermediate_size", None) or 4 * hidden
+    shapes = [(hidden, hidden), (hidden, inner), (inner, hidden)]
+    result = {}
+    for m in rows:
+        flops, seconds = 0.0, 0.0
+        for k, n in shapes:
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            repeats = max(3, int(2e9 / (2 * m * k * n)))
+            torch.mm(a, b)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                torch.mm(a, b)
+            seconds += time.perf_counter() - started
+            flops += 2 * m * k * n * repeats
+        result[m] = flops / seconds / 1e9
+    return result
+
+
+def _prompts(backbone: Backbone, header: dict, count: int):
+    records = read_records("webnlg", "test")
+    chosen = [records[i * len(records) // count] for i in range(count)]
+    fmt = get_format(header["format"])
+    return [model_prompt(fmt.linearize(r.items), backbone.separator) for r in chosen], chosen
+
+
+def _peft_decoder(run: Path, backbone_name: str, length: int) -> Decoder:
+    import peft
+
+    backbone = load_backbone(backbone_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = peft.PeftModel.from_pretrained(backbone.model, str(export_peft(run, Path(tmp) / "peft")))
+    model.eval()
+    require_adapter_effect(model, backbone)
+    generate_batch = generate_with(model)
+    return lambda prompts, config: decode_batched(backbone, prompts, config, generate_batch, length)
+
+
+def _timed(decode: Decoder, prompts: list[str], config: DecodeConfig) -> tuple[float, float, list[str]]:
+    started = time.perf_counter()
+    outputs = decode(prompts, config)
+    elapsed = time.perf_counter() - started
+    return len(prompts) / elapsed, sum(len(o.split()) for o in outputs) / elapsed, outputs
+
+
+def decoding(decoders: dict[str, Decoder], prompts: list[str], repeats: int, max_new_tokens: int,
+             batch1_inputs: int) -> tuple[dict, dict]:
+    """Sentences/s (median of ``repeats``) for each setting and decoder; plus the outputs of the last repeat."""
+    samples: dict[str, dict[str, list[float]]] = {s: {d: [] for d in decoders} for s in SETTINGS}
+    outputs: dict[tuple[str, str], list[str]] = {}
+    for repeat in range(repeats):
+        for setting, (batch, beams) in SETTINGS.items():
+            chosen = prompts[:batch1_inputs] if batch == 1 else prompts
+            config = DecodeConfig(num_beams=beams, max_new_tokens=max_new_tokens, batch_size=batch)
+            for name, decode in decoders.items():
+                sentences_per_s, words_per_s, out = _timed(decode, chosen, config)
+                samples[setting][name].append(sentences_per_s)
+                outputs[setting, name] = out
+                print(f"speed: repeat {repeat + 1}/{repeats} {setting:>10} {name:>13}: {sentences_per_s:6.2f} sent/s "
+                      f"({words_per_s:6.1f} words/s)", flush=True)
+    return {s: {d: statistics.median(v) for d, v in by.items()} for s, by in samples.items()}, outputs
+
+
+def peft_train_tokens_per_s(backbone_name: str, steps: int, batch_size: int) -> float:
+    """PEFT prefix tuning (MLP on), a plain loop over the same batches as kg2text's; the first step not counted."""
+    from kg2text.anchors import peft_model
+    from kg2text.train import TrainConfig, collate, epoch_batches, load_training_set
+
+    backbone = load_backbone(backbone_name)
+    config = TrainConfig(output="", backbone=backbone_name, max_examples=(steps + 1) * batch_size)
+    examples = load_training_set(config, backbone)
+    model = peft_model("peft-prefix", backbone, config.prefix_length, config.mlp_hidden, config.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=5e-4)
+    batches = epoch_batches([len(ids) for ids in examples["input_ids"]], batch_size, config.seed, 0)
+    tokens, started = 0, 0.0
+    for index, batch_ids in enumerate(batches[: steps + 1]):
+        if index == 1:
+            started = time.perf_counter()
+        batch = collate([examples[i] for i in batch_ids], backbone.tokenizer.pad_token_id)
+        model(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        tokens += int(batch["attention_mask"].sum()) if index else 0
+    return tokens / (time.perf_counter() - started)
+
+
+def training(backbone_name: str, repeats: int, steps: int, batch_size: int, bf16: bool) -> dict[str, float | None]:
+    """Training tokens/s (median of ``repeats``): kg2text's loop in fp32 (and bf16), PEFT's plain loop."""
+    from kg2text.train import TrainConfig, train
+
+    def ours(dtype: str) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            train(TrainConfig(output=f"{tmp}/run", backbone=backbone_name, max_steps=steps + 1, batch_size=batch_size,
+                              lr=5e-4, max_examples=(steps + 1) * batch_size, checkpoint_every=0, log_every=1,
+                              dtype=dtype), backbone=load_backbone(backbone_name))
+            log = [json.loads(line) for line in Path(f"{tmp}/run/train_log.jsonl").read_text().splitlines()]
+        first, last = log[0], log[-1]  # the first step warms up: not counted
+        return (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
+
+    samples: dict[str, list[float]] = {"kg2text": [], "peft": [], "kg2text_bf16": []}
+    for repeat in range(repeats):
+        samples["kg2text"].append(ours("float32"))
+        samples["peft"].append(peft_train_tokens_per_s(backbone_name, steps, batch_size))
+        if bf16:
+            samples["kg2text_bf16"].append(ours("bfloat16"))
+        print(f"speed: repeat {repeat + 1}/{repeats} training tokens/s: "
+              + ", ".join(f"{k} {v[-1]:.1f}" for k, v in samples.items() if v), flush=True)
+    return {k: (statistics.median(v) if v else None) for k, v in samples.items()}
+
+
+def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int = 64, batch1_inputs: int = 16,
+              max_new_tokens: int = 60, train_steps: int = 6) -> dict:
+    """The whole speed benchmark; writes ``out/speed.json`` and ``out/speed.md``."""
+    torch.set_num_threads(torch.get_num_threads())
+    _, header = read_prefix(run)
+    loaded = load_for_generation(run)
+    backbone = loaded.backbone
+    prompts, records = _prompts(backbone, header, inputs)
+    length = loaded.lm.virtual_tokens
+    bf16 = native_bf16()
+    ceiling = {"float32": gemm_ceiling(backbone, torch.float32)}
+    if bf16:
+        ceiling["bfloat16"] = gemm_ceiling(backbone, torch.bfloat16)
+
+    def engine(name: str) -> Decoder:
+        return lambda prompts_, config: decode_prompts(loaded.lm, prompts_, DecodeConfig(**{**vars(config),
+                                                                                             "engine": name}))
+
+    decoders = {"kg2text": engine("kg2text"), "baseline": engine("hf"),
+                "peft": _peft_decoder(run, header["backbone"], length)}
+    speed, outputs = decoding(decoders, prompts, repeats, max_new_tokens, batch1_inputs)
+    quality = {name: corpus_bleu(outputs["b32-beam5", name], [r.references for r in records]) for name in decoders}
+    if bf16:
+        loaded_bf16 = load_for_generation(run, dtype="bfloat16")
+        bf16_speed, bf16_outputs = decoding(
+            {"kg2text_bf16": lambda p, c: decode_prompts(loaded_bf16.lm, p, c)}, prompts, 1, max_new_tokens,
+            batch1_inputs)
+        for setting in SETTINGS:
+            speed[setting]["kg2text_bf16"] = bf16_speed[setting]["kg2text_bf16"]
+        quality["kg2text_bf16"] = corpus_bleu(bf16_outputs["b32-beam5", "kg2text_bf16"],
+                                              [r.references for r in records])
+        del loaded_bf16
+    train = training(header["backbone"], repeats, train_steps, 8, bf16)
+    params = sum(p.numel() for p in backbone.model.parameters())
+    train["gflops"] = train["kg2text"] * 4 * params / 1e9  # frozen weights: 2 forward + 2 input-gradient FLOPs
+    train["ceiling_gflops"] = ceiling["float32"][640]
+    train["baseline"] = None  # the training loop did not change: see speed.md
+    data = {"cpu": cpu_info(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "backbone": header["backbone"], "prefix": str(run), "inputs": inputs, "batch1_inputs": batch1_inputs,
+            "max_new_tokens": max_new_tokens, "repeats": repeats, "gemm_ceiling_gflops": ceiling,
+            **speed, "train": train, "bleu_b32_beam5": quality,
+            "decode_gflops_b32_greedy": speed["b32-greedy"]["kg2text"] * _mean_tokens(outputs) * 2 * params / 1e9,
+            "full_test_beam5_minutes": WEBNLG_TEST_ENTRIES / speed["b32-beam5"]["kg2text"] / 60}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "speed.json", json.dumps(data, indent=2) + "\n")
+    atomic_write_text(out / "speed.md", speed_markdown(data))
+    return data
+
+
+def _mean_tokens(outputs: dict) -> float:
+    """Words per sentence of kg2text's greedy outputs at batch 32 (a proxy for tokens per sentence)."""
+    sentences = outputs["b32-greedy", "kg2text"]
+    return sum(len(s.split()) for s in sentences) / max(1, len(sentences))
+
+
+def speed_markdown(data: dict) -> str:
+    cpu = data["cpu"]
+    names = [n for n in ("kg2text", "baseline", "peft", "kg2text_bf16") if n in data["b1-greedy"]]
+    rows = []
+    for setting in SETTINGS:
+        by = data[setting]
+        cells = " | ".join(f"{by[n]:.2f}" for n in names)
+        ratios = f"{by['kg2text'] / by['baseline']:.2f}× | {by['kg2text'] / by['peft']:.2f}×"
+        rows.append(f"| {setting} | {cells} | {ratios} |")
+    train = data["train"]
+    bf16 = "n/a (no BF16 on this CPU)" if train["kg2text_bf16"] is None else f"{train['kg2text_bf16']:.1f}"
+    ceiling = data["gemm_ceiling_gflops"]
+    ceilings = "; ".join(f"{dtype}: " + ", ".join(f"M={m}: {v:.0f}" for m, v in by.items())
+                         for dtype, by in ceiling.items())
+    bleu = ", ".join(f"{k} {v:.2f}" for k, v in data["bleu_b32_beam5"].items())
+    return f"""# Decoding and training speed: kg2text vs baseline vs PEFT
+
+CPU: {cpu['model']} ({cpu['cores']} cores, torch threads {cpu['torch_threads']}; flags: {', '.join(cpu['flags'])}).
+Backbone {data['backbone']}, prefix `{data['prefix']}`; {data['inputs']} WebNLG test prompts spread over the
+split ({data['batch1_inputs']} of them at batch 1), at most {data['max_new_tokens']} new tokens; median of
+{data['repeats']} alternated repeats. Date: {data['date']}.
+
+Sentences per second (baseline: transformers' `generate` with kg2text's prefix hook, i.e. kg2text before
+its own decoding loop; PEFT: the same prefix exported to PEFT, checked to be applied):
+
+| setting | {' | '.join(names)} | kg2text / baseline | kg2text / PEFT |
+|---|{'---:|' * len(names)}---:|---:|
+{chr(10).join(rows)}
+
+BLEU of the batch-32 beam-5 outputs on these {data['inputs']} entries (same prefix, so the decoders should agree):
+{bleu}.
+
+Full WebNLG test (1,862 entries), beam 5, batch 32, estimated from the rate above:
+**{data['full_test_beam5_minutes']:.1f} minutes**.
+
+Training tokens/s (batch 8, fp32 unless named): kg2text {train['kg2text']:.1f}, PEFT {train['peft']:.1f}
+({train['kg2text'] / train['peft']:.2f}×), kg2text with a bf16 backbone {bf16}.
+kg2text training reaches {train['gflops']:.1f} GFLOP/s = {100 * train['gflops'] / train['ceiling_gflops']:.0f}% of
+the fp32 GEMM ceiling measured here at M=640 ({train['ceiling_gflops']:.0f} GFLOP/s).
+Greedy decoding at batch 32 reaches about {data['decode_gflops_b32_greedy']:.1f} GFLOP/s (counting words as tokens).
+
+GEMM ceiling (GFLOP/s, torch.mm at the backbone's linear shapes, measured in this run): {ceilings}.
+
+Command: `{data['command']}`
+"""
