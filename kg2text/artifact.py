@@ -86,7 +86,13 @@ def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
         raise UserError(f"{path} is not a readable safetensors prefix ({err}); it may be truncated") from None
     if "kg2text" not in metadata or set(tensors) != {"prefix"}:
         raise UserError(f"{path} was not written by kg2text (no kg2text header or unexpected tensors)")
-    header = json.loads(metadata["kg2text"])
+    try:
+        header = json.loads(metadata["kg2text"])
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: its kg2text header is not valid JSON ({err.msg} at character {err.pos}); "
+                        "the file was edited or damaged: retrain or restore it") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path}: its kg2text header is not a JSON object; retrain or restore it")
     prefix = tensors["prefix"]
     if header.get("sha256") != tensor_digest(prefix) or list(prefix.shape) != header.get("shape"):
         raise UserError(f"{path} does not match its own header (edited or corrupted); retrain or restore it")

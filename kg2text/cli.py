@@ -34,9 +34,10 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-repeat-ngram", type=int, default=0, help="ban repeated n-grams of this size (0: off)")
     group.add_argument("--max-new-tokens", type=int, default=100, help="longest sentence in tokens (default: 100)")
     group.add_argument("--batch-size", type=int, default=16, help="inputs decoded together (default: 16)")
-    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                       help="the backbone's dtype for decoding: bfloat16 is faster on CPUs with AVX512-BF16 or AMX "
-                       "and changes BLEU a little (see results/speed) (default: float32)")
+    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"],
+                       help="the backbone's format for decoding: bfloat16 (faster on CPUs with AVX512-BF16 or AMX) or "
+                       "int8 (dynamic quantization of the linear layers, fastest on any CPU); both change BLEU a "
+                       "little, see results/speed/speed.md (default: float32, the reference)")
     group.add_argument("--decoder", default="kg2text", choices=["kg2text", "hf"],
                        help="kg2text: our decoding loop (fast); hf: transformers' generate, the reference it is "
                        "tested against (default: kg2text)")

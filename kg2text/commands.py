@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import time
 from dataclasses import fields
@@ -54,7 +55,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(output=str(args.output), **{name: getattr(args, name) for name in names})
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def run_train(args: argparse.Namespace) -> int:
+    # Ctrl-C and SIGTERM (clusters, nohup runs) both end in a resumable checkpoint, whatever the parent
+    # shell left us: a background job or nohup starts with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.perf_counter()
     path = train(train_config(args), resume=args.resume)
     if path is not None:  # the main process reports

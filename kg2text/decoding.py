@@ -86,16 +86,22 @@ class KVCache:
         kwargs.pop("is_causal", None)
         return sdpa_attention_forward(module, query, keys, values, self.mask, is_causal=False, **kwargs)
 
-    def select(self, source: torch.Tensor) -> None:
-        """New row ``i`` is old row ``source[i]``: drop finished rows, reorder or repeat beams."""
+    def select(self, source: torch.Tensor, shared_until: int = 0) -> None:
+        """New row ``i`` is old row ``source[i]``: drop finished rows, reorder or repeat beams.
+
+        Slots before ``shared_until`` are the same in a row and its source (beams of one input share the
+        prompt), so only the slots after it are copied.
+        """
         rows, used = len(source), self.used
-        if rows == self.rows and bool((source == torch.arange(rows, device=source.device)).all()):
-            return
-        first = 0 if self.prefix_moves else self.prefix_length
-        self.keys[:, :rows, :, first:used] = self.keys[:, source, :, first:used]
-        self.values[:, :rows, :, first:used] = self.values[:, source, :, first:used]
-        self.valid[:rows, first:used] = self.valid[source, first:used]
+        moved = (source != torch.arange(rows, device=source.device)).nonzero().squeeze(1)  # most beams stay put
         self.rows = rows
+        if len(moved) == 0:
+            return
+        first = max(shared_until, 0 if self.prefix_moves else self.prefix_length)
+        source = source[moved]
+        self.keys[:, moved, :, first:used] = self.keys[:, source, :, first:used]  # the right side is a copy:
+        self.values[:, moved, :, first:used] = self.values[:, source, :, first:used]  # rows may swap safely
+        self.valid[moved, first:used] = self.valid[source, first:used]
 
 
 def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new_tokens: int) -> KVCache:
@@ -172,6 +178,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
     device = ids.device
     cache = _new_cache(lm, n * beams, n, _prompt_width(lm, ids), max_new_tokens)
     logits, positions = _prefill(lm, ids, mask, cache)
+    prompt_end = cache.used  # token slots before this hold the prompt, the same for all beams of an input
     running_scores = torch.zeros(n, 1, device=device)  # one live beam per input until the first step
     running = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
     finished_scores = torch.full((n, beams), NEG, device=device)
@@ -212,7 +219,8 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
             break
         keep = (~done).nonzero().squeeze(1)
         source_rows = (keep[:, None] * live + source_beam[keep]).reshape(-1)
-        cache.select(source_rows)
+        same_inputs = step > 0 and len(keep) == len(alive)  # a pure reorder among each input's beams
+        cache.select(source_rows, shared_until=prompt_end if same_inputs else 0)
         positions = positions.view(len(alive), -1)[keep, :1].expand(-1, beams).reshape(-1)
         alive, running, running_scores = alive[keep], running[keep], running_scores[keep]
         finished, finished_scores, finished_done = finished[keep], finished_scores[keep], finished_done[keep]

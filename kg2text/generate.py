@@ -20,7 +20,7 @@ from kg2text.artifact import check_compatible, read_prefix
 from kg2text.backbones import Backbone, load_backbone
 from kg2text.decoding import beam_search, greedy
 from kg2text.errors import UserError
-from kg2text.hardware import backbone_dtype
+from kg2text.hardware import prepare_for_decoding
 from kg2text.inputs import UserInput
 from kg2text.linearize import Format, Item, get_format, model_prompt
 from kg2text.model import TunedLM, check_fits
@@ -66,13 +66,13 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
     """Load one run, or several task runs (``{"webnlg": RUN1, "e2e": RUN2}``), onto one backbone.
 
     Several task prefixes are stacked so that one batch can mix tasks row by row. ``dtype`` is the
-    backbone's for decoding (``bfloat16`` is faster where the CPU has BF16; the prefix follows it).
+    backbone's format for decoding: float32, bfloat16 or int8 (see kg2text/hardware.py).
     """
     runs = {Path(runs).name: Path(runs)} if not isinstance(runs, dict) else runs
     loaded = {task: read_prefix(path) for task, path in runs.items()}
     first = next(iter(loaded.values()))[1]
     backbone = backbone or load_backbone(first["backbone"])
-    backbone.model.to(backbone_dtype(dtype))
+    prepare_for_decoding(backbone.model, dtype)
     for task, (_, header) in loaded.items():
         check_compatible(header, backbone, runs[task])
     tensors = [t.to(device=backbone.model.device, dtype=backbone.model.dtype) for t, _ in loaded.values()]

@@ -201,16 +201,36 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path, capsys):
     assert code == 2 and "was not written by kg2text" in err
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+def test_damaged_header_json_is_one_clear_line(trained_run, tmp_path, capsys):
+    """A prefix whose embedded kg2text header no longer parses (it used to end in a JSONDecodeError traceback)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(trained_run / "prefix.safetensors", "pt") as handle:
+        tensor, header = handle.get_tensor("prefix"), handle.metadata()["kg2text"]
+    (tmp_path / "r").mkdir()
+    save_file({"prefix": tensor}, tmp_path / "r" / "prefix.safetensors", metadata={"kg2text": header[:-7]})
+    code, _, err = _run(["generate", "--prefix", tmp_path / "r", "A | b | c"], capsys)
+    assert code == 2 and "its kg2text header is not valid JSON" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_a_resumable_checkpoint(tmp_path, inherited, sent):
+    """Ctrl-C or SIGTERM (clusters, nohup runs) checkpoint the run, even when the parent shell ignored SIGINT
+    (a background job or nohup): the test sets the disposition it relies on instead of inheriting ours."""
     command = [sys.executable, "-m", "kg2text", "train", "--backbone", "tiny-gpt2", "--max-examples", "400",
                "--batch-size", "4", "--prefix-length", "4", "--mlp-hidden", "32", "--max-steps", "2000",
                "--checkpoint-every", "0", "--output", str(tmp_path / "r")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    disposition = signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: (signal.signal(signal.SIGINT, disposition),
+                                                   signal.signal(signal.SIGTERM, signal.SIG_DFL)))
     log = tmp_path / "r" / "train_log.jsonl"
     deadline = time.time() + 120
     while not (log.exists() and log.read_text().count("\n") >= 2) and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "interrupted; checkpoint saved at step" in err and "--resume" in err
@@ -256,13 +276,14 @@ OTHER_CASES = {
     "nan-loss": "test_nan_loss_stops_training_and_keeps_the_last_checkpoint",
     "pointer-outside-run": "test_a_checkpoint_pointer_outside_the_run_folder_is_not_followed",
     "foreign-safetensors": "test_a_foreign_safetensors_file_is_refused",
-    "ctrl-c": "test_ctrl_c_saves_a_resumable_checkpoint",
+    "ctrl-c": "test_interrupt_saves_a_resumable_checkpoint",
     "kill-9-random-steps": "test_runs.py::test_kill_9_at_random_steps_then_resume_equals_an_uninterrupted_run",
     "second-training-same-folder": "test_runs.py::test_a_second_training_on_the_same_folder_is_refused",
     "truncated-or-edited-prefix": "test_artifact.py::test_edited_or_truncated_file_is_refused",
     "prefix-for-another-backbone": "test_artifact.py::test_prefix_for_another_backbone_is_refused",
     "overwrite-finished-run": "test_cli.py::test_train_refuses_to_overwrite_a_finished_run",
     "missing-prefix-folder": "test_cli.py::test_missing_prefix_folder",
+    "damaged-header-json": "test_damaged_header_json_is_one_clear_line",
     "property-triples-round-trip": "test_triples_round_trip_through_parse_and_format",
     "property-unicode-parsers": "test_arbitrary_unicode_never_crashes_the_parsers",
     "property-bytes-readers": "test_arbitrary_bytes_never_crash_the_readers",

@@ -1,0 +1,51 @@
+"""The speed benchmark (kg2text benchmark --speed) and the bf16 backbone option, on tiny models."""
+
+import json
+
+import pytest
+import torch
+
+from kg2text.generate import DecodeConfig, decode_prompts, load_for_generation
+from kg2text.hardware import DTYPES, cpu_info, native_bf16
+
+PROMPT = " | Harry Potter : education : Hogwarts <|endoftext|>"
+
+
+def test_cpu_info_names_the_model_and_only_known_flags():
+    info = cpu_info()
+    assert info["model"] and info["cores"] >= 1 and info["torch_threads"] >= 1
+    assert set(info["flags"]) <= {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8",
+                                  "amx_tile"}
+
+
+def test_bf16_backbone_decodes_close_to_fp32(trained_run):
+    fp32 = load_for_generation(trained_run)
+    bf16 = load_for_generation(trained_run, dtype="bfloat16")
+    assert bf16.backbone.model.dtype == torch.bfloat16 and fp32.backbone.model.dtype == torch.float32
+    ids = torch.tensor([fp32.backbone.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        reference = fp32.lm.logits(ids, torch.ones_like(ids))[0, -1]
+        fast = bf16.lm.logits(ids, torch.ones_like(ids))[0, -1].float()
+    assert (fast - reference).abs().max() < 0.05 * reference.abs().max()
+    assert decode_prompts(bf16.lm, [PROMPT], DecodeConfig(num_beams=2, max_new_tokens=6))[0]
+
+
+@pytest.mark.anchor
+def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp_path):
+    pytest.importorskip("peft")
+    from kg2text.speed import SETTINGS, run_speed
+
+    run_speed(trained_run, tmp_path, "kg2text benchmark --speed RUN", repeats=1, inputs=4, batch1_inputs=1,
+              max_new_tokens=4, train_steps=1)
+    data = json.loads((tmp_path / "speed.json").read_text())
+    assert data["cpu"]["model"] == cpu_info()["model"]
+    for setting in SETTINGS:
+        assert {"kg2text", "baseline", "peft"} <= set(data[setting]) and min(data[setting].values()) > 0
+    train = data["train"]
+    assert train["kg2text"] > 0 and train["peft"] > 0 and train["gflops"] > 0 and train["ceiling_gflops"] > 0
+    assert (train["kg2text_bf16"] is None) == (not native_bf16())
+    assert data["full_test_beam5_minutes"] == pytest.approx(1862 / data["b32-beam5"]["kg2text"] / 60)
+    assert set(data["gemm_ceiling_gflops"]) == ({"float32", "bfloat16"} if native_bf16() else {"float32"})
+    table = (tmp_path / "speed.md").read_text()
+    assert "| b32-beam5 |" in table and "Command: `kg2text benchmark --speed RUN`" in table
+    assert set(DTYPES) == {"float32", "bfloat16"} and "kg2text_int8" in data["b1-greedy"]
