@@ -24,11 +24,22 @@ from kg2text.errors import UserError
 from kg2text.methods import artifact_shape, virtual_length
 
 PREFIX_FILE = "prefix.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header carries a digest of itself, so an edited header is refused too
+HEADER_FIELDS = {"format_version": int, "backbone": str, "backbone_fingerprint": str, "shape": list, "dtype": str,
+                 "sha256": str, "format": str, "method": str}
+ARTIFACT_RANK = {"prefix": 5, "prompt": 2}  # (L, 2, kv_heads, P, head_dim) and (P, d)
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    data = tensor.detach().cpu().contiguous()
+    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes() if data.dtype == torch.bfloat16
+                          else data.numpy().tobytes()).hexdigest()
+
+
+def header_digest(header: dict) -> str:
+    """SHA-256 of the header's own fields (all but this digest), canonical JSON."""
+    fields = {k: v for k, v in header.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -61,6 +72,7 @@ def save_prefix(run_dir: Path, prefix: torch.Tensor, backbone: Backbone, header:
         "sha256": tensor_digest(prefix),
         **header,
     }
+    full_header["header_sha256"] = header_digest(full_header)
     path = Path(run_dir) / PREFIX_FILE
     atomic_write(path, lambda tmp: save_file({"prefix": prefix}, tmp, metadata={"kg2text": json.dumps(full_header)}))
     return path
@@ -86,17 +98,43 @@ def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
         raise UserError(f"{path} is not a readable safetensors prefix ({err}); it may be truncated") from None
     if "kg2text" not in metadata or set(tensors) != {"prefix"}:
         raise UserError(f"{path} was not written by kg2text (no kg2text header or unexpected tensors)")
+    header = _checked_header(path, metadata["kg2text"])
+    prefix = tensors["prefix"]
+    if header["sha256"] != tensor_digest(prefix) or list(prefix.shape) != header["shape"] \
+            or str(prefix.dtype).removeprefix("torch.") != header["dtype"]:
+        raise UserError(f"{path} does not match its own header (edited or corrupted); retrain or restore it")
+    if not torch.isfinite(prefix.float()).all():
+        raise UserError(f"{path} holds NaN or infinite values; retrain or restore it")
+    return prefix, header
+
+
+def _checked_header(path: Path, text: str) -> dict:
+    """The kg2text header, refused unless it parses, has every field with its type, and matches its digest."""
     try:
-        header = json.loads(metadata["kg2text"])
+        header = json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: its kg2text header is not valid JSON ({err.msg} at character {err.pos}); "
                         "the file was edited or damaged: retrain or restore it") from None
     if not isinstance(header, dict):
         raise UserError(f"{path}: its kg2text header is not a JSON object; retrain or restore it")
-    prefix = tensors["prefix"]
-    if header.get("sha256") != tensor_digest(prefix) or list(prefix.shape) != header.get("shape"):
-        raise UserError(f"{path} does not match its own header (edited or corrupted); retrain or restore it")
-    return prefix, header
+    header.setdefault("method", "prefix")  # format 1 files predate several methods
+    for field, kind in HEADER_FIELDS.items():
+        if not isinstance(header.get(field), kind) or isinstance(header.get(field), bool):
+            raise UserError(f"{path}: its kg2text header has no valid {field!r} (expected {kind.__name__}); "
+                            "the file was edited or damaged: retrain or restore it")
+    if header["format_version"] > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer kg2text (format {header['format_version']}); upgrade kg2text")
+    if header["format_version"] >= 2 and header.get("header_sha256") != header_digest(header):
+        raise UserError(f"{path}: its kg2text header does not match its digest (edited or damaged); "
+                        "retrain or restore it")
+    from kg2text.model import METHODS
+
+    shape = header["shape"]
+    if header["method"] not in METHODS or len(shape) != ARTIFACT_RANK[header["method"]] \
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise UserError(f"{path}: its kg2text header names an unknown method or an impossible shape; "
+                        "retrain or restore it")
+    return header
 
 
 def check_compatible(header: dict, backbone: Backbone, source: Path) -> None:

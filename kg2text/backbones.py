@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -51,6 +51,7 @@ class Backbone:
     name: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def separator(self) -> str:
@@ -68,6 +69,11 @@ class Backbone:
 
     def fingerprint(self) -> str:
         """Hash of architecture config and vocabulary: a prefix only fits the backbone it was trained on."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         config = self.model.config.to_dict()
         keep = {k: v for k, v in sorted(config.items()) if not k.startswith("_") and k not in _VOLATILE_CONFIG}
         digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())

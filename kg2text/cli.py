@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="save a resumable checkpoint every N steps (0: never; default: 100)")
     train.add_argument("--resume", action="store_true",
                        help="continue the unfinished run in --output from its last checkpoint, with its saved settings")
+    train.add_argument("--from-previous", action="store_true",
+                       help="with --resume: if the newest checkpoint is damaged, continue from the one before it")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (default: 10)")
 

@@ -65,7 +65,9 @@ def run_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.perf_counter()
-    path = train(train_config(args), resume=args.resume)
+    if args.from_previous and not args.resume:
+        raise UserError("--from-previous goes with --resume")
+    path = train(train_config(args), resume=args.resume, from_previous=args.from_previous)
     if path is not None:  # the main process reports
         print(f"saved prefix: {path} ({path.stat().st_size / 1024:.1f} KiB) in {time.perf_counter() - started:.0f} s")
     return 0

@@ -123,7 +123,8 @@ def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig,
     config = _generation_config(backbone, decode)
     outputs: list[str] = [""] * len(prompts)
     batches = [order[i: i + decode.batch_size] for i in range(0, len(order), decode.batch_size)]
-    for batch in tqdm(batches, desc="decoding", unit="batch", disable=not progress):
+    bar = tqdm(total=len(prompts), desc="decoding", unit="sent", disable=not progress)  # shows sentences/s
+    for batch in batches:
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -133,6 +134,8 @@ def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig,
             new_tokens = generate_batch(batch, ids.to(device), mask.to(device), config)
         for row, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
             outputs[row] = " ".join(text.split())
+        bar.update(len(batch))
+    bar.close()
     return outputs
 
 

@@ -29,7 +29,7 @@ from transformers import get_linear_schedule_with_warmup
 from kg2text.artifact import atomic_write_text, save_prefix
 from kg2text.backbones import Backbone, load_backbone
 from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
-from kg2text.data import Record, read_records, training_pairs
+from kg2text.data import DATASETS, Record, read_records, training_pairs
 from kg2text.errors import UserError
 from kg2text.hardware import backbone_dtype
 from kg2text.linearize import DEFAULT_FORMAT, Format, get_format, model_prompt, model_target
@@ -76,6 +76,8 @@ class TrainConfig:
         return self.format or DEFAULT_FORMAT[self.dataset]
 
     def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise UserError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.save_dtype not in SAVE_DTYPES:
@@ -94,10 +96,31 @@ class TrainConfig:
         path = Path(run_dir) / "config.json"
         try:
             saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"cannot resume: {path} is missing or unreadable ({err})") from None
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in known})
+        if not isinstance(saved, dict):
+            raise UserError(f"cannot resume: {path} is not a JSON object (edited or damaged)")
+        known = {f.name: f.type for f in fields(cls)}
+        for name, value in saved.items():
+            if name in known and not _has_type(value, known[name]):
+                raise UserError(f"cannot resume: {path} field {name!r} is {value!r}, not {known[name]} "
+                                "(edited or damaged); fix it or start a new run")
+        saved["output"] = str(run_dir)  # the folder being resumed, wherever it was first written
+        config = cls(**{k: v for k, v in saved.items() if k in known})
+        try:
+            config.validate()
+        except UserError as err:
+            raise UserError(f"cannot resume: {path}: {err} (edited or damaged?)") from None
+        return config
+
+
+def _has_type(value, annotation: str) -> bool:
+    """Does a JSON value fit a TrainConfig field's annotation ("int", "float | None", ...)?"""
+    kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),)}
+    allowed = tuple(t for part in annotation.split("|") for t in kinds[part.strip()])
+    if isinstance(value, bool) and bool not in allowed:
+        return False
+    return isinstance(value, allowed) and not (isinstance(value, float) and not math.isfinite(value))
 
 
 def encode_examples(pairs: list[tuple[Record, str]], fmt: Format, backbone: Backbone,
@@ -169,10 +192,15 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            owner = self.path.read_text().strip() if self.path.exists() else "?"
+            owner = self.path.read_text(errors="replace").strip()[:20] if self.path.exists() else "?"
             if owner.isdigit() and not _alive(int(owner)):
-                self.path.unlink(missing_ok=True)  # left by a killed run
+                print(f"kg2text: {self.path} was left by process {owner}, which is no longer running "
+                      "(killed?); removed it and going on")
+                self.path.unlink(missing_ok=True)
                 return self.__enter__()
+            if not owner.isdigit():
+                raise UserError(f"{self.path} is damaged (holds {owner!r}, not a process id); if no training is "
+                                f"running on {self.path.parent}, delete it and run again") from None
             raise UserError(f"{self.path.parent} is in use by another training (process {owner}); "
                             "wait for it or choose another --output") from None
         with os.fdopen(fd, "w") as handle:
@@ -227,8 +255,11 @@ def load_training_set(config: TrainConfig, backbone: Backbone) -> datasets.Datas
     return encoded
 
 
-def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = False) -> Path | None:
-    """Train and write the run folder; returns the saved prefix file (None on non-main processes)."""
+def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = False,
+          from_previous: bool = False) -> Path | None:
+    """Train and write the run folder; returns the saved prefix file (None on non-main processes).
+
+    ``from_previous``: when resuming and the newest checkpoint is damaged, continue from the one before."""
     config.validate()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
                               cpu=_cpu_only_multiprocess())
@@ -238,11 +269,11 @@ def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = 
         prepare_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()
     with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
-        return _train(config, backbone, accelerator, run_dir, resume)
+        return _train(config, backbone, accelerator, run_dir, resume, from_previous)
 
 
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
-           resume: bool) -> Path | None:
+           resume: bool, from_previous: bool) -> Path | None:
     backbone.model.to(accelerator.device, backbone_dtype(config.dtype))
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
@@ -258,8 +289,10 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     progress = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "elapsed_s": 0.0, "log_lines": 0}
     log_path = run_dir / "train_log.jsonl"
+    progress["config"] = asdict(config)
     if resume:
-        progress = load_checkpoint(run_dir, tuner, optimizer, scheduler)
+        progress = load_checkpoint(run_dir, tuner, optimizer, scheduler, from_previous)
+        check_config_unchanged(config, progress.get("config"), run_dir / "config.json")
         _truncate_lines(log_path, progress["log_lines"])
         print(f"kg2text: resuming at step {progress['step']} of {total_steps}")
     elif accelerator.is_main_process:
@@ -327,6 +360,15 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
                                 f"'kg2text train --output {run_dir} --resume'") from None
     bar.close()
     return _save_final(config, backbone, accelerator, tuner, method_config, run_dir)
+
+
+def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) -> None:
+    """Refuse to resume when config.json no longer says what the checkpoint was trained with."""
+    changed = [f"{name}: {saved.get(name)!r} -> {value!r}" for name, value in asdict(config).items()
+               if saved is not None and name != "output" and saved.get(name) != value]
+    if changed:
+        raise UserError(f"{path} changed since the checkpoint was saved ({'; '.join(changed[:3])}); "
+                        "restore it or start a new run")
 
 
 def check_disk_space(run_dir: Path, tuner: torch.nn.Module) -> None:
