@@ -27,7 +27,7 @@ PREFIX_FILE = "prefix.safetensors"
 FORMAT_VERSION = 2  # 2: the header carries a digest of itself, so an edited header is refused too
 HEADER_FIELDS = {"format_version": int, "backbone": str, "backbone_fingerprint": str, "shape": list, "dtype": str,
                  "sha256": str, "format": str, "method": str}
-ARTIFACT_RANK = {"prefix": 5, "prompt": 2}  # (L, 2, kv_heads, P, head_dim) and (P, d)
+ARTIFACT_RANK = {"prefix": 5, "prefix-hidden": 5, "prompt": 2}  # (L, 2, kv_heads, P, head_dim) and (P, d)
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:

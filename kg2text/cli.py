@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--split", default="train", help="split to train on (default: train; E2E ships dev only)")
     train.add_argument("--data-dir", help="read the dataset from this folder instead of the shipped copy")
     train.add_argument("--format", help="linearization: webnlg, webnlg-tags, e2e (default: the dataset's)")
-    train.add_argument("--method", default="prefix", choices=["prefix", "prompt"],
+    train.add_argument("--method", default="prefix", choices=["prefix", "prompt", "prefix-hidden"],
                        help="prefix: key/value prefix in every layer (Li & Liang); prompt: soft prompt on the "
-                       "input embeddings only (Lester et al.) (default: prefix)")
+                       "input embeddings only (Lester et al.); prefix-hidden: learned hidden states prepended inside "
+                       "every attention layer, turned into keys/values by its frozen projections (default: prefix)")
     train.add_argument("--prefix-length", type=int, default=10, help="virtual tokens P (default: 10)")
     train.add_argument("--mlp-hidden", type=int, default=512, help="prefix reparametrization MLP width (default: 512)")
     train.add_argument("--init-text", help="initialise from this text: the backbone's own keys/values (prefix) "

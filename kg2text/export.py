@@ -26,6 +26,9 @@ def peft_prompt_embeddings(prefix: torch.Tensor) -> torch.Tensor:
 def export_peft(run: Path, out: Path, base_model: str | None = None) -> Path:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` that ``PeftModel.from_pretrained`` loads."""
     prefix, header = read_prefix(run)
+    if header.get("method", "prefix") == "prefix-hidden":
+        raise UserError(f"{run} holds a prefix-hidden run, which keeps the real tokens' positions; PEFT shifts them "
+                        "by the prefix length, so it would decode differently: only --method prefix runs export")
     if header.get("method", "prefix") != "prefix":
         raise UserError(f"{run} holds a {header['method']} run; only prefix-tuning runs export to PEFT prefix tuning")
     layers, _, heads, length, head_dim = prefix.shape

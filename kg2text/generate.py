@@ -23,7 +23,7 @@ from kg2text.errors import UserError
 from kg2text.hardware import prepare_for_decoding
 from kg2text.inputs import UserInput
 from kg2text.linearize import Format, Item, get_format, model_prompt
-from kg2text.model import TunedLM, check_fits
+from kg2text.model import PREFIX_METHODS, TunedLM, check_fits
 
 
 @dataclass(frozen=True)
@@ -81,13 +81,15 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
     if len(tensors) == 1:
         lm.use(first.get("method", "prefix"), tensors[0])
         return LoadedPrefix(lm, headers)
-    if any(h.get("method", "prefix") != "prefix" for h in headers.values()):
-        raise UserError("several --prefix runs can share a batch only if all are prefix-tuning runs")
+    methods = {h.get("method", "prefix") for h in headers.values()}
+    if len(methods) > 1 or not methods <= set(PREFIX_METHODS):
+        raise UserError("several --prefix runs can share a batch only if all are runs of one method, prefix or "
+                        f"prefix-hidden (got {', '.join(sorted(methods))})")
     if len({t.shape for t in tensors}) > 1:
         raise UserError("several --prefix runs need the same prefix length to share a batch "
                         f"(got {', '.join(f'{k}: {t.shape[-2]}' for k, t in zip(runs, tensors, strict=True))}); "
                         "generate for them separately")
-    lm.use("prefix", torch.stack(tensors), rows=torch.zeros(1, dtype=torch.long))
+    lm.use(methods.pop(), torch.stack(tensors), rows=torch.zeros(1, dtype=torch.long))
     return LoadedPrefix(lm, headers)
 
 
@@ -152,7 +154,7 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
 
     def generate_batch(batch: list[int], ids: torch.Tensor, mask: torch.Tensor, config: GenerationConfig):
         if tasks is not None:
-            lm.use("prefix", lm.prefix, rows=torch.tensor([tasks[i] for i in batch], device=ids.device))
+            lm.use(lm.method, lm.prefix, rows=torch.tensor([tasks[i] for i in batch], device=ids.device))
         if own_loop:
             lm.model_inputs(ids, mask)  # sets this object's prefix on the shared injector
             if decode.num_beams == 1:

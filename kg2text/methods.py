@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from kg2text.backbones import Backbone
+from kg2text.errors import UserError
 from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape, expected_prefix_shape, text_activations
+from kg2text.prefix_hidden import HiddenPrefixEncoder, PrefixHiddenConfig
 from kg2text.prompt import PromptConfig, SoftPrompt, prompt_init
 
 
@@ -33,6 +35,11 @@ def build_tuner(method: str, backbone: Backbone, length: int, mlp_hidden: int, i
         config = PrefixConfig(length, mlp_hidden)
         init = text_activations(backbone.model, ids, length) if ids else None
         return PrefixEncoder(config, PrefixShape.of(backbone.model), hidden_size, init), config.to_dict()
+    if method == "prefix-hidden":
+        if ids:
+            raise UserError("--init-text is not available for --method prefix-hidden (use prefix or prompt)")
+        config = PrefixHiddenConfig(length, mlp_hidden)
+        return HiddenPrefixEncoder(config, backbone.model), config.to_dict()
     config = PromptConfig(length)
     embeddings = backbone.model.get_input_embeddings().weight
     return SoftPrompt(prompt_init(embeddings, length, ids, seed)), config.to_dict()
@@ -40,10 +47,10 @@ def build_tuner(method: str, backbone: Backbone, length: int, mlp_hidden: int, i
 
 def artifact_shape(method: str, backbone: Backbone, length: int) -> tuple[int, ...]:
     """Shape of the saved tensor: ``(L, 2, kv_heads, P, head_dim)`` for a prefix, ``(P, d)`` for a prompt."""
-    if method == "prefix":
+    if method in ("prefix", "prefix-hidden"):
         return expected_prefix_shape(PrefixShape.of(backbone.model), length)
     return (length, backbone.model.config.hidden_size)
 
 
 def virtual_length(method: str, shape: tuple[int, ...]) -> int:
-    return shape[-2] if method == "prefix" else shape[0]
+    return shape[-2] if method in ("prefix", "prefix-hidden") else shape[0]

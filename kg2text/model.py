@@ -17,7 +17,8 @@ from kg2text.prefix import PrefixInjector
 from kg2text.prompt import drop_soft_prompt, insert_soft_prompt
 
 IGNORE_INDEX = -100
-METHODS = ("prefix", "prompt")
+METHODS = ("prefix", "prompt", "prefix-hidden")
+PREFIX_METHODS = ("prefix", "prefix-hidden")  # both give keys/values for every layer
 
 
 def position_ids(attention_mask: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
@@ -47,20 +48,25 @@ class TunedLM:
         self.prefix: torch.Tensor | None = None
         self.rows: torch.Tensor | None = None
         self.soft_prompt: torch.Tensor | None = None
+        self.shifts_positions = True  # prefix: real tokens start at P; prefix-hidden: they keep 0..T-1
+        self.method = "prefix"
 
     def use(self, method: str, tensor: torch.Tensor | None, rows: torch.Tensor | None = None) -> None:
         """Set the trained tensor: a prefix ``(L, 2, H, P, D)`` (or a stack, with ``rows``) or a prompt ``(P, d)``."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}")
-        self.prefix, self.rows = (tensor, rows) if method == "prefix" else (None, None)
+        self.method = method
+        self.prefix, self.rows = (tensor, rows) if method in PREFIX_METHODS else (None, None)
+        self.shifts_positions = method != "prefix-hidden"
         self.soft_prompt = tensor if method == "prompt" else None
         self.injector.set(self.prefix, self.rows)
 
     @property
     def virtual_tokens(self) -> int:
+        """Positions the method takes before the real tokens (prefix-hidden takes none)."""
         if self.soft_prompt is not None:
             return self.soft_prompt.shape[0]
-        return 0 if self.prefix is None else self.prefix.shape[-2]
+        return 0 if self.prefix is None or not self.shifts_positions else self.prefix.shape[-2]
 
     def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Keyword arguments for the backbone (forward or ``generate``) with the method applied."""

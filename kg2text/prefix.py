@@ -112,6 +112,7 @@ class PrefixInjector:
         self.prefix: torch.Tensor | None = None
         self.rows: torch.Tensor | None = None
         self.cache = None  # a kg2text.decoding.KVCache while kg2text's own decoding loop runs
+        self.capture: dict | None = None  # layer -> (keys, values) while prefix_hidden.py projects its states
         model.set_attn_implementation(ATTENTION_NAME)
         for module in model.modules():
             if hasattr(module, "layer_idx") and type(module).__name__.endswith("Attention"):
@@ -160,6 +161,9 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     """SDPA attention over ``[prefix; keys]`` when a prefix is set, plain SDPA otherwise; inside kg2text's
     decoding loop the loop's cache (which holds the prefix in its first slots) does the attention."""
     injector: PrefixInjector | None = getattr(module, "_kg2text_injector", None)
+    if injector is not None and injector.capture is not None:  # keys/values wanted, not attention
+        injector.capture[module.layer_idx] = (key, value)
+        return torch.zeros_like(query).transpose(1, 2), None
     if injector is not None and injector.cache is not None:
         return injector.cache.attend(module, query, key, value, **kwargs)
     if injector is not None and injector.prefix is not None:

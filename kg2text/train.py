@@ -46,7 +46,7 @@ class TrainConfig:
 
     output: str
     backbone: str = "gpt2"
-    method: str = "prefix"  # prefix | prompt
+    method: str = "prefix"  # prefix | prompt | prefix-hidden
     dataset: str = "webnlg"
     split: str = "train"
     format: str | None = None  # default: the dataset's own
