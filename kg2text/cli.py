@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", choices=["webnlg", "e2e"], help="override the preset's dataset")
     bench.add_argument("--steps", type=int, help="override the preset's training steps")
     bench.add_argument("--limit", type=int, help="override the number of evaluation entries")
-    bench.add_argument("--methods", nargs="+", help="run only these of: kg2text-prefix kg2text-prompt peft-prefix "
-                       "peft-prompt zero-shot full-ft (default: the preset's)")
+    bench.add_argument("--methods", nargs="+", help="run only these of: kg2text-prefix kg2text-prompt "
+                       "kg2text-prefix-hidden peft-prefix peft-prompt zero-shot full-ft (default: the preset's)")
     bench.add_argument("--speed", type=Path, metavar="RUN",
                        help="instead of the quality comparison: decoding (4 settings) and training speed of kg2text, "
                        "the baseline (transformers' generate) and PEFT on this trained run, median of --repeats "
