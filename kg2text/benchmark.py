@@ -31,6 +31,7 @@ from transformers import get_linear_schedule_with_warmup
 from kg2text.anchors import generate_with, peft_model, require_adapter_effect
 from kg2text.artifact import read_prefix
 from kg2text.backbones import Backbone, load_backbone
+from kg2text.batching import collate, encode_examples, epoch_batches
 from kg2text.data import read_records, training_pairs
 from kg2text.errors import UserError
 from kg2text.generate import DecodeConfig, decode_batched, decode_prompts, load_for_generation
@@ -45,7 +46,7 @@ from kg2text.metrics import (
     ter,
     webnlg_coverage,
 )
-from kg2text.train import TrainConfig, collate, encode_examples, epoch_batches, train
+from kg2text.train import TrainConfig, train
 
 METHODS = ("kg2text-prefix", "kg2text-prompt", "kg2text-prefix-hidden", "peft-prefix", "peft-prompt", "zero-shot",
            "full-ft")

@@ -56,10 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", required=True, type=Path, help="run folder to create")
     train.add_argument("--backbone", default="gpt2", help="gpt2, gpt2-medium, gpt2-large, distilgpt2 (Hub), "
                        "tiny-gpt2, tiny-llama, smollm2-135m (offline) or a local HF model folder (default: gpt2)")
-    train.add_argument("--dataset", default="webnlg", choices=["webnlg", "e2e"])
+    train.add_argument("--dataset", default="webnlg", choices=["webnlg", "e2e", "dart"],
+                       help="webnlg and e2e ship with kg2text; dart needs --data-dir (default: webnlg)")
     train.add_argument("--split", default="train", help="split to train on (default: train; E2E ships dev only)")
     train.add_argument("--data-dir", help="read the dataset from this folder instead of the shipped copy")
-    train.add_argument("--format", help="linearization: webnlg, webnlg-tags, e2e (default: the dataset's)")
+    train.add_argument("--train-file", help="train on your own pairs instead of --dataset: JSONL "
+                       '{"triples": [[s, p, o], ...], "text": "..."} (or "texts": [...], or "mr": "...") or CSV '
+                       "with an input column (mr, triples or input) and a reference column (ref, text or reference)")
+    train.add_argument("--dev-file", help="dev pairs in the same form: a dev loss every --eval-every steps; the "
+                       "prefix saved is the one of the step with the lowest dev loss")
+    train.add_argument("--eval-every", type=int, default=100, help="steps between dev losses (default: 100)")
+    train.add_argument("--skip-bad", action="store_true",
+                       help="skip bad rows of --train-file/--dev-file (counted) instead of stopping at the first")
+    train.add_argument("--format", help="linearization: webnlg, webnlg-tags, e2e (default: the dataset's; a pair "
+                       "file's from its inputs)")
     train.add_argument("--method", default="prefix", choices=["prefix", "prompt", "prefix-hidden"],
                        help="prefix: key/value prefix in every layer (Li & Liang); prompt: soft prompt on the "
                        "input embeddings only (Lester et al.); prefix-hidden: learned hidden states prepended inside "
@@ -68,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mlp-hidden", type=int, default=512, help="prefix reparametrization MLP width (default: 512)")
     train.add_argument("--init-text", help="initialise from this text: the backbone's own keys/values (prefix) "
                        "or token embeddings (prompt); default: random (prefix) / sampled vocabulary (prompt)")
+    train.add_argument("--init-from", help="start from this run's trained prefix or prompt (same backbone, method "
+                       "and length): a few minutes of adaptation to a small knowledge base instead of training from "
+                       "scratch")
     train.add_argument("--epochs", type=float, default=5.0, help="passes over the data (default: 5)")
     train.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
     train.add_argument("--max-examples", type=int, help="train on the first N shuffled (input, sentence) pairs")
@@ -108,14 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--jsonl", action="store_true", help="print JSON lines {input, output} instead of plain text")
     _add_decode_args(gen)
 
-    ev = commands.add_parser("evaluate", help="decode a dataset split and score it with BLEU",
-                             description="Decode a split, write hypotheses.txt, scores.json and scores.md "
-                             "(sacrebleu BLEU with all references; WebNLG: all / seen / unseen).")
+    ev = commands.add_parser("evaluate", help="decode a dataset split or your own test file and score it",
+                             description="Decode a split (or --test-file), write hypotheses.txt, scores.json and "
+                             "scores.md: sacrebleu BLEU with all references and the WebNLG challenge's BLEU (lower-"
+                             "cased multi-bleu, at most 3 references; what Li & Liang and DART report), all / seen / "
+                             "unseen for WebNLG; chrF++; entity coverage (triples) or slot error rate (E2E).")
     ev.add_argument("--prefix", required=True, action="append", help="run folder made by 'kg2text train'")
     ev.add_argument("--backbone", help="load the prefix onto this backbone (default: the one it was trained on)")
-    ev.add_argument("--dataset", default="webnlg", choices=["webnlg", "e2e"])
+    ev.add_argument("--dataset", default="webnlg", choices=["webnlg", "e2e", "dart"])
     ev.add_argument("--split", default="test")
     ev.add_argument("--data-dir", help="read the dataset from this folder instead of the shipped copy")
+    ev.add_argument("--test-file", help="score your own pairs (JSONL or CSV, as for train --train-file) instead of "
+                    "--dataset")
+    ev.add_argument("--skip-bad", action="store_true", help="skip bad rows of --test-file (counted)")
     ev.add_argument("--limit", type=int, help="score N entries spread evenly over the split (a quick slice)")
     ev.add_argument("--output", type=Path, help="folder for the results (default: RUN/eval/DATASET-SPLIT)")
     _add_decode_args(ev)

@@ -11,15 +11,15 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from kg2text.api import evaluate
 from kg2text.artifact import atomic_write_text
 from kg2text.backbones import load_backbone
-from kg2text.data import Record, read_records
+from kg2text.data import Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
 from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, LoadedPrefix, generate_sentences, load_for_generation
 from kg2text.inputs import read_inputs
-from kg2text.metrics import scores_by_group
-from kg2text.train import TrainConfig, train
+from kg2text.train import TrainConfig, file_format_of, train
 
 
 def _decode_config(args: argparse.Namespace) -> DecodeConfig:
@@ -94,35 +94,59 @@ def evenly_spaced(records: list[Record], limit: int | None) -> list[Record]:
     return [records[i * len(records) // limit] for i in range(limit)]
 
 
-def scores_markdown(title: str, scores: dict[str, dict], command: str) -> str:
-    rows = "\n".join(f"| {name} | {s['bleu']:.2f} | {s['entries']} |" for name, s in scores.items())
-    return f"# {title}\n\n| categories | BLEU | entries |\n|---|---:|---:|\n{rows}\n\nCommand: `{command}`\n"
+def scores_markdown(title: str, scores: dict, command: str) -> str:
+    """The evaluation report: both BLEUs by category group, then the other scores."""
+    rows = "\n".join(f"| {group} | {s['bleu']:.2f} | {scores['bleu_challenge'][group]['bleu']:.2f} | {s['entries']} |"
+                     for group, s in scores["bleu"].items())
+    others = "\n".join(f"- {name}: {value:.2f}" for name, value in scores.items()
+                       if name not in ("bleu", "bleu_challenge", "entries"))
+    head = ("| categories | BLEU (sacrebleu, all references) | BLEU (WebNLG challenge: lower-cased multi-bleu, "
+            "3 references) | entries |\n|---|---:|---:|---:|")
+    return f"# {title}\n\n{head}\n{rows}\n\n{others}\n\nCommand: `{command}`\n"
+
+
+def _test_records(args: argparse.Namespace, loaded: LoadedPrefix) -> tuple[list[Record], str]:
+    """The entries to score and their name: a test file's or a dataset split's (``--limit`` of them)."""
+    if args.test_file:
+        records, skipped = read_pair_file(args.test_file, args.skip_bad)
+        if skipped:
+            print(f"kg2text: skipped {len(skipped)} bad row(s); first: {skipped[0]}", file=sys.stderr)
+        wanted = next(iter(loaded.formats.values())).name
+        if file_format(records) != file_format_of(wanted):
+            raise UserError(f"--test-file {args.test_file}: its inputs are not in the prefix's format ({wanted})")
+        name = Path(args.test_file).stem
+    else:
+        records = read_records(args.dataset, args.split, Path(args.data_dir) if args.data_dir else None)
+        name = f"{args.dataset}-{args.split}"
+    records = evenly_spaced(records, args.limit)
+    return records, name + (f"-{len(records)}" if args.limit else "")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if len(args.prefix) != 1:
         raise UserError("evaluate takes one --prefix run")
     loaded = _load(args)
-    records = evenly_spaced(read_records(args.dataset, args.split, Path(args.data_dir) if args.data_dir else None),
-                            args.limit)
+    records, name = _test_records(args, loaded)
     started = time.perf_counter()
     hypotheses = generate_sentences(loaded, [r.items for r in records], _decode_config(args), progress=True)
     elapsed = time.perf_counter() - started
-    scores = scores_by_group(records, hypotheses)
-    name = f"{args.dataset}-{args.split}" + (f"-{len(records)}" if args.limit else "")
+    scores = evaluate(hypotheses, records)
     out = args.output or Path(args.prefix[0]) / "eval" / name
     command = "kg2text " + shlex.join(sys.argv[1:])
     atomic_write_text(out / "hypotheses.txt", "\n".join(hypotheses) + "\n")
-    report = {"dataset": args.dataset, "split": args.split, "entries": len(records), "scores": scores,
-              "metric": "sacrebleu corpus BLEU, all references",
+    report = {"dataset": args.test_file or args.dataset, "split": None if args.test_file else args.split,
+              "entries": len(records), "scores": scores["bleu"], "scores_challenge": scores["bleu_challenge"],
+              **{k: v for k, v in scores.items() if k not in ("bleu", "bleu_challenge", "entries")},
+              "metric": "scores: sacrebleu corpus BLEU, all references; scores_challenge: the WebNLG 2017 "
+                        "challenge's BLEU (its preprocessing, lower-cased multi-bleu.perl, first 3 references)",
               "decode": {**vars(_decode_config(args)), "dtype": args.dtype},
               "backbone": loaded.header["backbone"], "prefix": args.prefix[0], "decode_seconds": round(elapsed, 1),
               "command": command}
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "scores.md", scores_markdown(f"{args.dataset} {args.split}: {loaded.header['backbone']}",
-                                                         scores, command))
-    for group, score in scores.items():
-        print(f"BLEU {group:>6}: {score['bleu']:6.2f}  ({score['entries']} entries)")
+    atomic_write_text(out / "scores.md", scores_markdown(f"{name}: {loaded.header['backbone']}", scores, command))
+    for group, score in scores["bleu"].items():
+        print(f"BLEU {group:>6}: {score['bleu']:6.2f}  challenge BLEU {scores['bleu_challenge'][group]['bleu']:6.2f}  "
+              f"({score['entries']} entries)")
     print(f"wrote {out}/scores.json, scores.md, hypotheses.txt")
     return 0
 

@@ -18,10 +18,11 @@ from kg2text.errors import UserError
 from kg2text.linearize import Format, Item
 
 
-def _from_json(obj: object, fmt: Format) -> tuple[Item, ...]:
+def items_from_json(obj: object, parse: Callable[[str], tuple[Item, ...]]) -> tuple[Item, ...]:
     """A JSONL object: {"triples": [[s, p, o], ...]}, {"mr": "..."} or {"input": "<a text line>"}.
 
-    JSON triples keep their strings as given, so values may contain '|' or ';'.
+    JSON triples keep their strings as given, so values may contain '|' or ';'; an ``mr`` or ``input``
+    string is parsed with ``parse`` (the format of the prefix or file it is for).
     """
     if not isinstance(obj, dict):
         raise UserError('expected a JSON object like {"triples": [["s", "p", "o"]]}')
@@ -37,7 +38,7 @@ def _from_json(obj: object, fmt: Format) -> tuple[Item, ...]:
         return tuple(tuple(x.strip() for x in triple) for triple in triples)
     for key in ("mr", "input"):
         if isinstance(obj.get(key), str):
-            return fmt.parse(obj[key])
+            return parse(obj[key])
     raise UserError("JSON object needs a 'triples' list, or an 'mr' or 'input' string")
 
 
@@ -83,7 +84,7 @@ def _parse_json_line(line: str, formats: dict[str, Format], where: str) -> UserI
             task = obj.get("task") if isinstance(obj, dict) else None
             if task not in formats:
                 raise UserError(f"field 'task' must name one of the prefixes: {', '.join(formats)}")
-        return UserInput(line, task, _from_json(obj, formats[task]))
+        return UserInput(line, task, items_from_json(obj, formats[task].parse))
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
 

@@ -115,7 +115,7 @@ FORMATS: dict[str, Format] = {
     "e2e": Format("e2e", parse_mr, linearize_e2e, "name[Alimentum], area[city centre]"),
 }
 
-DEFAULT_FORMAT = {"webnlg": "webnlg", "e2e": "e2e"}
+DEFAULT_FORMAT = {"webnlg": "webnlg", "e2e": "e2e", "dart": "webnlg"}
 
 
 def get_format(name: str) -> Format:

@@ -12,8 +12,8 @@ from torch import nn
 from kg2text.backbones import Backbone
 from kg2text.errors import UserError
 from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape, expected_prefix_shape, text_activations
-from kg2text.prefix_hidden import HiddenPrefixEncoder, PrefixHiddenConfig
-from kg2text.prompt import PromptConfig, SoftPrompt, prompt_init
+from kg2text.prefix_hidden import HiddenPrefixEncoder, PrefixHiddenConfig, attention_inputs
+from kg2text.prompt import PromptConfig, SoftPrompt, prompt_init, sampled_token_ids
 
 
 def _init_ids(backbone: Backbone, init_text: str | None) -> list[int] | None:
@@ -26,23 +26,31 @@ def _init_ids(backbone: Backbone, init_text: str | None) -> list[int] | None:
 
 
 def build_tuner(method: str, backbone: Backbone, length: int, mlp_hidden: int, init_text: str | None,
-                seed: int) -> tuple[nn.Module, dict]:
-    """The trainable module for ``method`` and its config (saved in the artifact header)."""
+                seed: int, trained: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+    """The trainable module for ``method`` and its config (saved in the artifact header).
+
+    ``trained`` (a run's saved tensor, ``--init-from``) is where training starts: a prefix's MLP then learns
+    a residual on top of it, a prompt starts as it.
+    """
     torch.manual_seed(seed)
     ids = _init_ids(backbone, init_text)
     hidden_size = backbone.model.config.hidden_size
     if method == "prefix":
         config = PrefixConfig(length, mlp_hidden)
-        init = text_activations(backbone.model, ids, length) if ids else None
+        init = text_activations(backbone.model, ids, length) if ids else trained
         return PrefixEncoder(config, PrefixShape.of(backbone.model), hidden_size, init), config.to_dict()
     if method == "prefix-hidden":
-        if ids:
-            raise UserError("--init-text is not available for --method prefix-hidden (use prefix or prompt)")
+        if trained is not None:
+            raise UserError("--init-from is not available for --method prefix-hidden (its saved keys/values cannot be "
+                            "turned back into hidden states); use prefix or prompt")
         config = PrefixHiddenConfig(length, mlp_hidden)
-        return HiddenPrefixEncoder(config, backbone.model), config.to_dict()
+        vocab = backbone.model.get_input_embeddings().weight.shape[0]
+        text = (ids * length)[:length] if ids else sampled_token_ids(vocab, length, seed)
+        return HiddenPrefixEncoder(config, backbone.model, attention_inputs(backbone.model, text)), config.to_dict()
     config = PromptConfig(length)
     embeddings = backbone.model.get_input_embeddings().weight
-    return SoftPrompt(prompt_init(embeddings, length, ids, seed)), config.to_dict()
+    start = trained.clone() if trained is not None else prompt_init(embeddings, length, ids, seed)
+    return SoftPrompt(start), config.to_dict()
 
 
 def artifact_shape(method: str, backbone: Backbone, length: int) -> tuple[int, ...]:

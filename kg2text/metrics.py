@@ -1,10 +1,14 @@
 """Scores: sacrebleu BLEU / chrF++ / TER against all references (overall and WebNLG seen / unseen),
-ROUGE-L, and faithfulness (WebNLG entity coverage, E2E slot error rate)."""
+the WebNLG 2017 challenge's BLEU (what Li & Liang and DART report), ROUGE-L, and faithfulness
+(WebNLG entity coverage, E2E slot error rate)."""
 
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections import Counter
+from collections.abc import Callable
 
 import sacrebleu
 from sacrebleu.metrics import CHRF, TER
@@ -19,16 +23,69 @@ def corpus_bleu(hypotheses: list[str], references: list[tuple[str, ...]]) -> flo
     return sacrebleu.corpus_bleu(hypotheses, _streams(references)).score
 
 
-def scores_by_group(records: list[Record], hypotheses: list[str]) -> dict[str, dict]:
-    """BLEU for all entries and for the seen / unseen categories (WebNLG 2017's standard report)."""
+Score = Callable[[list[str], list[tuple[str, ...]]], float]
+
+
+def scores_by_group(records: list[Record], hypotheses: list[str], score: Score = corpus_bleu) -> dict[str, dict]:
+    """BLEU (or ``score``) for all entries and for the seen / unseen categories (WebNLG 2017's standard report)."""
     groups = {"all": lambda r: True, "seen": lambda r: r.seen, "unseen": lambda r: not r.seen}
     scores = {}
     for name, keep in groups.items():
         chosen = [(r, h) for r, h in zip(records, hypotheses, strict=True) if keep(r)]
         if chosen:
             refs = [r.references for r, _ in chosen]
-            scores[name] = {"bleu": round(corpus_bleu([h for _, h in chosen], refs), 2), "entries": len(chosen)}
+            scores[name] = {"bleu": round(score([h for _, h in chosen], refs), 2), "entries": len(chosen)}
     return scores
+
+
+# ---- the WebNLG 2017 challenge's BLEU --------------------------------------------------------------------
+# The challenge scores with ``multi-bleu.perl -lc`` over three reference files, after its own preprocessing
+# (evaluation.py in the challenge's evaluation kit): text converted to ASCII, lower-cased, split at every
+# non-word character. An entry with fewer than three references gets empty lines in the missing files, and
+# multi-bleu counts an empty line as a reference of length 0 when it picks the closest reference length.
+
+_ASCII_EXTRA = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "đ": "d", "ð": "d", "þ": "th", "ł": "l",
+                              "ı": "i", "–": "-", "—": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "..."})
+
+
+def ascii_fold(text: str) -> str:
+    """Accents dropped (NFKD) and common letters spelt in ASCII, as the challenge's ``unidecode`` does for
+    Latin text; any other non-ASCII character is dropped (unidecode would transliterate it)."""
+    decomposed = unicodedata.normalize("NFKD", text.lower().translate(_ASCII_EXTRA))
+    return decomposed.encode("ascii", "ignore").decode("ascii")
+
+
+def challenge_tokens(text: str) -> list[str]:
+    """The challenge's preprocessing: ASCII, lower case, every non-word character a token of its own."""
+    return " ".join(re.split(r"(\W)", ascii_fold(text))).split()
+
+
+def multi_bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> float:
+    """``multi-bleu.perl`` on tokenized text: corpus BLEU-4, n-grams clipped by their most frequent occurrence
+    in any one reference, the closest reference length (the shorter on a tie), 0 if any precision is 0."""
+    correct, total = [0] * 5, [0] * 5
+    hyp_length = ref_length = 0
+    for words, refs in zip(hypotheses, references, strict=True):
+        hyp_length += len(words)
+        ref_length += min((abs(len(r) - len(words)), len(r)) for r in refs)[1]
+        for n in range(1, 5):
+            best: Counter = Counter()
+            for ref in refs:
+                best |= _ngrams(ref, n)
+            grams = _ngrams(words, n)
+            total[n] += sum(grams.values())
+            correct[n] += sum(min(count, best[gram]) for gram, count in grams.items())
+    if ref_length == 0 or not all(correct[1:]):
+        return 0.0
+    penalty = math.exp(1 - ref_length / hyp_length) if hyp_length < ref_length else 1.0
+    return 100 * penalty * math.exp(sum(math.log(correct[n] / total[n]) for n in range(1, 5)) / 4)
+
+
+def challenge_bleu(hypotheses: list[str], references: list[tuple[str, ...]]) -> float:
+    """The WebNLG 2017 challenge's BLEU: its preprocessing, then ``multi-bleu.perl -lc`` over the first three
+    references of each entry (missing ones count as empty references, as in the challenge's files)."""
+    refs = [[challenge_tokens(r) for r in (list(entry[:3]) + [""] * 3)[:3]] for entry in references]
+    return multi_bleu([challenge_tokens(h) for h in hypotheses], refs)
 
 
 def _streams(references: list[tuple[str, ...]]) -> list[list[str | None]]:

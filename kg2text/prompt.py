@@ -37,11 +37,13 @@ class SoftPrompt(nn.Module):
 def prompt_init(embeddings: torch.Tensor, length: int, token_ids: list[int] | None, seed: int) -> torch.Tensor:
     """Initial soft prompt: the embeddings of ``token_ids`` (repeated/cut to ``length``), else of
     ``length`` vocabulary entries sampled with ``seed`` (Lester et al.'s "sampled vocab")."""
-    if token_ids:
-        ids = torch.tensor((token_ids * length)[:length])
-    else:
-        ids = torch.randperm(embeddings.shape[0], generator=torch.Generator().manual_seed(seed))[:length]
-    return embeddings[ids].detach().clone()
+    ids = (token_ids * length)[:length] if token_ids else sampled_token_ids(embeddings.shape[0], length, seed)
+    return embeddings[torch.tensor(ids)].detach().clone()
+
+
+def sampled_token_ids(vocab_size: int, length: int, seed: int) -> list[int]:
+    """``length`` distinct vocabulary ids drawn with ``seed``: the start of a prompt or hidden prefix without text."""
+    return torch.randperm(vocab_size, generator=torch.Generator().manual_seed(seed))[:length].tolist()
 
 
 def first_real_token(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,8 @@ def decoding(decoders: dict[str, Decoder], prompts: list[str], repeats: int, max
 def peft_train_tokens_per_s(backbone_name: str, steps: int, batch_size: int) -> float:
     """PEFT prefix tuning (MLP on), a plain loop over the same batches as kg2text's; the first step not counted."""
     from kg2text.anchors import peft_model
-    from kg2text.train import TrainConfig, collate, epoch_batches, load_training_set
+    from kg2text.batching import collate, epoch_batches
+    from kg2text.train import TrainConfig, load_training_set
 
     backbone = load_backbone(backbone_name)
     config = TrainConfig(output="", backbone=backbone_name)

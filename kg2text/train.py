@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
@@ -23,17 +22,19 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from kg2text.artifact import atomic_write_text, save_prefix
+from kg2text.artifact import atomic_write, atomic_write_text, check_compatible, read_prefix, save_prefix
 from kg2text.backbones import Backbone, load_backbone
+from kg2text.batching import collate, epoch_batches, training_examples
 from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
-from kg2text.data import DATASETS, Record, read_records, training_pairs
+from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
 from kg2text.hardware import backbone_dtype
-from kg2text.linearize import DEFAULT_FORMAT, Format, get_format, model_prompt, model_target
-from kg2text.methods import build_tuner
+from kg2text.linearize import DEFAULT_FORMAT, get_format
+from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM
 
 MAX_LR = 1.0
@@ -49,11 +50,15 @@ class TrainConfig:
     method: str = "prefix"  # prefix | prompt | prefix-hidden
     dataset: str = "webnlg"
     split: str = "train"
-    format: str | None = None  # default: the dataset's own
+    format: str | None = None  # default: the dataset's own (a pair file's: from its inputs)
     data_dir: str | None = None
+    train_file: str | None = None  # your own pairs (JSONL or CSV) instead of --dataset
+    dev_file: str | None = None  # dev pairs: a dev loss every eval_every steps, and the best step's prefix is kept
+    skip_bad: bool = False  # skip bad rows of train_file / dev_file (counted) instead of stopping
     prefix_length: int = 10
     mlp_hidden: int = 512
     init_text: str | None = None  # initialise from the backbone's activations / embeddings of this text
+    init_from: str | None = None  # start from this run's trained prefix (adaptation to a new knowledge base)
     epochs: float = 5.0
     max_steps: int | None = None  # optimizer steps; overrides epochs
     max_examples: int | None = None  # use the first N (record, sentence) pairs after shuffling
@@ -70,10 +75,17 @@ class TrainConfig:
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
     seed: int = 42
     log_every: int = 10
+    eval_every: int = 100  # steps between dev losses (with dev_file)
 
     @property
     def format_name(self) -> str:
         return self.format or DEFAULT_FORMAT[self.dataset]
+
+    def training_records(self) -> tuple[list[Record], list[str]]:
+        """The records to train on (a pair file's or a dataset split's) and the bad rows skipped."""
+        if self.train_file:
+            return read_pair_file(self.train_file, self.skip_bad)
+        return read_records(self.dataset, self.split, Path(self.data_dir) if self.data_dir else None), []
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -82,7 +94,7 @@ class TrainConfig:
             raise UserError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.save_dtype not in SAVE_DTYPES:
             raise UserError(f"unknown --save-dtype {self.save_dtype!r}; choose one of: {', '.join(SAVE_DTYPES)}")
-        for name in ("prefix_length", "batch_size", "grad_accum", "mlp_hidden"):
+        for name in ("prefix_length", "batch_size", "grad_accum", "mlp_hidden", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not (0 < self.lr <= MAX_LR):
@@ -90,6 +102,11 @@ class TrainConfig:
                             f"1e-5 to 1e-2 (kg2text refuses anything above {MAX_LR})")
         get_format(self.format_name)
         backbone_dtype(self.dtype)
+        if self.init_from and self.init_text:
+            raise UserError("--init-from and --init-text both say where training starts: give one")
+        for name in ("train_file", "dev_file"):
+            if getattr(self, name) and not Path(getattr(self, name)).is_file():
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} is not a file")
 
     @classmethod
     def from_run(cls, run_dir: Path) -> TrainConfig:
@@ -123,54 +140,33 @@ def _has_type(value, annotation: str) -> bool:
     return isinstance(value, allowed) and not (isinstance(value, float) and not math.isfinite(value))
 
 
-def encode_examples(pairs: list[tuple[Record, str]], fmt: Format, backbone: Backbone,
-                    max_tokens: int) -> datasets.Dataset:
-    """Tokenize (source, sentence) pairs with ``datasets.map``; labels mask the prompt out."""
-    tokenizer = backbone.tokenizer
-    table = datasets.Dataset.from_dict({
-        "prompt": [model_prompt(fmt.linearize(record.items), backbone.separator) for record, _ in pairs],
-        "target": [model_target(sentence, backbone.end) for _, sentence in pairs],
-    })
-
-    def tokenize(batch: dict) -> dict:
-        prompts = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
-        targets = tokenizer(batch["target"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [p + t for p, t in zip(prompts, targets, strict=True)],
-                "labels": [[IGNORE_INDEX] * len(p) + t for p, t in zip(prompts, targets, strict=True)]}
-
-    encoded = table.map(tokenize, batched=True, remove_columns=["prompt", "target"], desc="tokenizing")
-    return encoded.filter(lambda row: len(row["input_ids"]) <= max_tokens, desc="dropping over-long")
+def load_training_set(config: TrainConfig, backbone: Backbone) -> datasets.Dataset:
+    """The encoded training examples of a run; a pair file without --format sets the format from its inputs."""
+    records, skipped = config.training_records()
+    if skipped:
+        print(f"kg2text: skipped {len(skipped)} bad row(s) of {config.train_file}; first: {skipped[0]}")
+    if config.train_file and not config.format:
+        config.format = file_format(records)
+    return training_examples(records, get_format(config.format_name), backbone, config.prefix_length, config.seed,
+                             config.max_examples)
 
 
-def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a list of examples; positions come from the mask, so padding side is free."""
-    width = max(len(row["input_ids"]) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(row["input_ids"]), torch.tensor(row["labels"]), 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+def load_dev_set(config: TrainConfig, backbone: Backbone) -> datasets.Dataset | None:
+    if not config.dev_file:
+        return None
+    records, skipped = read_pair_file(config.dev_file, config.skip_bad)
+    if skipped:
+        print(f"kg2text: skipped {len(skipped)} bad row(s) of {config.dev_file}; first: {skipped[0]}")
+    if file_format(records) != file_format_of(config.format_name):
+        raise UserError(f"--dev-file {config.dev_file}: its inputs are not in the training data's format "
+                        f"({config.format_name})")
+    return training_examples(records, get_format(config.format_name), backbone, config.prefix_length, config.seed,
+                             what="dev")
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group: int = 50) -> list[list[int]]:
-    """One epoch of shuffled batches of similar-length examples, so little compute goes to padding.
-
-    Shuffle, cut into groups of ``group`` batches, sort each group by length, cut into batches and
-    shuffle the batch order (HF's ``group_by_length`` idea). A pure function of (seed, epoch), which
-    is what makes resuming exact.
-    """
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    span = group * batch_size
-    batches = []
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start: start + span], key=lengths.__getitem__, reverse=True)
-        batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
+def file_format_of(format_name: str) -> str:
+    """The kind of input a linearization format reads (webnlg-tags reads triples as webnlg does)."""
+    return "e2e" if format_name == "e2e" else "webnlg"
 
 
 def _cpu_only_multiprocess() -> bool:
@@ -240,21 +236,6 @@ def prepare_run_dir(path: Path, resume: bool) -> Path:
     return path
 
 
-def load_training_set(config: TrainConfig, backbone: Backbone) -> datasets.Dataset:
-    records = read_records(config.dataset, config.split, Path(config.data_dir) if config.data_dir else None)
-    pairs = training_pairs(records)
-    random.Random(config.seed).shuffle(pairs)
-    if config.max_examples:
-        pairs = pairs[: config.max_examples]
-    max_tokens = backbone.max_positions - config.prefix_length
-    encoded = encode_examples(pairs, get_format(config.format_name), backbone, max_tokens)
-    if len(encoded) < len(pairs):
-        print(f"kg2text: dropped {len(pairs) - len(encoded)} examples longer than {max_tokens} tokens")
-    if len(encoded) == 0:
-        raise UserError("no training examples left (all longer than the backbone's context?)")
-    return encoded
-
-
 def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = False,
           from_previous: bool = False) -> Path | None:
     """Train and write the run folder; returns the saved prefix file (None on non-main processes).
@@ -278,10 +259,12 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
         lm.enable_gradient_checkpointing()
+    start = trained_start(config, backbone)  # checked before the data is read: a wrong run fails fast
     examples = load_training_set(config, backbone)
+    dev = load_dev_set(config, backbone)
     lengths = [len(ids) for ids in examples["input_ids"]]
     tuner, method_config = build_tuner(config.method, backbone, config.prefix_length, config.mlp_hidden,
-                                       config.init_text, config.seed)
+                                       config.init_text, config.seed, start)
     check_disk_space(run_dir, tuner)
     steps_per_epoch = math.ceil(len(lengths) / config.batch_size / config.grad_accum)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
@@ -346,6 +329,9 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
                 if progress["step"] % config.log_every == 0 or progress["step"] == total_steps:
                     _log(log_path, progress, sum(window) / len(window), scheduler.get_last_lr()[0], accelerator)
                     window = []
+                if dev is not None and (progress["step"] % config.eval_every == 0 or progress["step"] == total_steps):
+                    _evaluate_dev(config, lm, accelerator.unwrap_model(tuner), dev, backbone, run_dir, progress,
+                                  log_path, accelerator)
                 if config.checkpoint_every and progress["step"] % config.checkpoint_every == 0 \
                         and progress["step"] < total_steps:
                     checkpoint()
@@ -359,7 +345,59 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
         raise KeyboardInterrupt(f"checkpoint saved at step {progress['step']}; continue with "
                                 f"'kg2text train --output {run_dir} --resume'") from None
     bar.close()
-    return _save_final(config, backbone, accelerator, tuner, method_config, run_dir)
+    return _save_final(config, backbone, accelerator, tuner, method_config, run_dir, progress.get("best"))
+
+
+def trained_start(config: TrainConfig, backbone: Backbone) -> torch.Tensor | None:
+    """``--init-from RUN``: that run's trained tensor, checked to fit this run's backbone, method and length."""
+    if not config.init_from:
+        return None
+    run = Path(config.init_from)
+    tensor, header = read_prefix(run)
+    check_compatible(header, backbone, run)
+    method = header.get("method", "prefix")
+    if method != config.method:
+        raise UserError(f"--init-from {run} is a {method} run; train with --method {method}")
+    length = virtual_length(method, tuple(tensor.shape))
+    if length != config.prefix_length:
+        raise UserError(f"--init-from {run} has {length} virtual tokens; train with --prefix-length {length}")
+    return tensor.float()
+
+
+@torch.no_grad()
+def dev_loss(lm: TunedLM, method: str, tensor: torch.Tensor, dev: datasets.Dataset, batch_size: int, pad_id: int,
+             device: torch.device) -> float:
+    """Mean cross-entropy per target token of the dev examples under ``tensor``."""
+    lm.use(method, tensor)
+    total, count = 0.0, 0
+    for start in range(0, len(dev), batch_size):
+        batch = collate([dev[i] for i in range(start, min(start + batch_size, len(dev)))], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss_sum, n = lm.target_loss(batch["input_ids"], batch["attention_mask"], batch["labels"], normaliser=1.0)
+        total, count = total + float(loss_sum), count + n
+    return total / max(count, 1)
+
+
+BEST_FILE = "best.safetensors"  # the trained tensor at the step with the lowest dev loss so far
+
+
+def _evaluate_dev(config: TrainConfig, lm: TunedLM, tuner: torch.nn.Module, dev: datasets.Dataset,
+                  backbone: Backbone, run_dir: Path, progress: dict, log_path: Path,
+                  accelerator: Accelerator) -> None:
+    """Dev loss now; the tensor is kept (atomically, in the run folder) when it is the best so far."""
+    with torch.no_grad():
+        tensor = tuner()
+    loss = dev_loss(lm, config.method, tensor, dev, config.batch_size, backbone.tokenizer.pad_token_id,
+                    accelerator.device)
+    best = progress.get("best")
+    improved = best is None or loss < best["dev_loss"]
+    if improved:
+        progress["best"] = {"step": progress["step"], "dev_loss": round(loss, 6)}
+    if accelerator.is_main_process:
+        if improved:
+            atomic_write(run_dir / BEST_FILE, lambda tmp: save_file({"tensor": tensor.contiguous().cpu()}, tmp))
+        with log_path.open("a") as log:
+            log.write(json.dumps({"step": progress["step"], "dev_loss": round(loss, 5), "best": improved}) + "\n")
 
 
 def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) -> None:
@@ -393,20 +431,24 @@ def _global_target_count(labels: torch.Tensor, accelerator: Accelerator) -> floa
 
 
 def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, tuner, method_config: dict,
-                run_dir: Path) -> Path | None:
+                run_dir: Path, best: dict | None) -> Path | None:
+    """The prefix file: the last step's tensor, or with a dev file the best step's."""
     with torch.no_grad():
-        final = accelerator.unwrap_model(tuner)().to(SAVE_DTYPES[config.save_dtype])
+        final = accelerator.unwrap_model(tuner)() if best is None else load_file(run_dir / BEST_FILE)["tensor"]
+        final = final.to(SAVE_DTYPES[config.save_dtype])
     if not torch.isfinite(final).all():
         raise UserError("the trained tensor holds NaN or infinite values (or overflows --save-dtype), so it was not "
                         "saved; lower --lr or keep --save-dtype float32")
     trainable = sum(p.numel() for p in accelerator.unwrap_model(tuner).parameters())
     header = {"method": config.method, "format": config.format_name, "dataset": config.dataset,
-              "method_config": method_config, "trainable_params": trainable, "train_config": asdict(config)}
+              "method_config": method_config, "trainable_params": trainable, "train_config": asdict(config),
+              **({"selected_by_dev_loss": best} if best else {})}
     accelerator.wait_for_everyone()
     path = run_dir / "prefix.safetensors"
     if accelerator.is_main_process:
         save_prefix(run_dir, final, backbone, header)
         remove_checkpoints(run_dir)
+        (run_dir / BEST_FILE).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     return path if accelerator.is_main_process else None
 

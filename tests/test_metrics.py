@@ -3,7 +3,17 @@ import math
 import pytest
 
 from kg2text.data import Record
-from kg2text.metrics import corpus_bleu, e2e_slot_error_rate, nist, rouge_l, scores_by_group, webnlg_coverage
+from kg2text.metrics import (
+    challenge_bleu,
+    challenge_tokens,
+    corpus_bleu,
+    e2e_slot_error_rate,
+    multi_bleu,
+    nist,
+    rouge_l,
+    scores_by_group,
+    webnlg_coverage,
+)
 
 
 def test_references_against_themselves_score_100():
@@ -45,3 +55,36 @@ def test_rouge_l_and_faithfulness():
     assert webnlg_coverage([record], ["He studied at Hogwarts"]) == pytest.approx(50.0)
     mr = Record((("name", "Alimentum"), ("familyFriendly", "yes"), ("area", "city centre")), ("x",))
     assert e2e_slot_error_rate([mr], ["Alimentum is kid friendly"]) == pytest.approx(100 / 3)
+
+
+def test_challenge_bleu_matches_a_hand_computed_multi_bleu():
+    # Sentence 1: "the cat sat on the mat" (6 words) against "the cat is on the mat" / "a cat sat on the mat":
+    #   1-grams 6/6, 2-grams 5/5, 3-grams 3/4 ("the cat sat" is in neither), 4-grams 2/3; closest length 6.
+    # Sentence 2: "HOGWARTS." -> "hogwarts ." (2 tokens) against "harry studied at hogwarts ." (5) and two
+    #   empty references (the challenge pads to 3): |2-0| < |2-5|, so its reference length is 0.
+    #   1-grams 2/2, 2-grams 1/1, no 3- or 4-grams.
+    # Corpus: precisions 8/8, 6/6, 3/4, 2/3; hypothesis 8 >= reference 6 words, no brevity penalty.
+    hypotheses = ["the cat sat on the mat", "HOGWARTS."]
+    references = [("the cat is on the mat", "a cat sat on the mat"), ("Harry studied at Hogwarts.",)]
+    expected = 100 * (1 * 1 * (3 / 4) * (2 / 3)) ** 0.25  # = 84.0896
+    assert challenge_bleu(hypotheses, references) == pytest.approx(expected, abs=1e-9)
+    # Without the empty references the second sentence would count 5 reference words: 8 < 11 gives a penalty.
+    penalised = math.exp(1 - 11 / 8) * expected
+    assert multi_bleu([challenge_tokens(h) for h in hypotheses],
+                      [[challenge_tokens(r) for r in refs] for refs in references]) == pytest.approx(penalised)
+
+
+def test_challenge_bleu_uses_only_the_first_three_references():
+    assert challenge_bleu(["a b c d"], [("x", "y", "z", "a b c d")]) == 0.0
+    assert challenge_bleu(["a b c d"], [("x", "y", "a b c d", "z")]) == pytest.approx(100.0)
+
+
+def test_challenge_preprocessing_splits_punctuation_and_folds_to_ascii():
+    assert challenge_tokens("Café Zürich's “Hogwarts”, 1,200 pupils.") == [
+        "cafe", "zurich", "'", "s", '"', "hogwarts", '"', ",", "1", ",", "200", "pupils", "."]
+
+
+def test_multi_bleu_takes_the_shorter_reference_length_on_a_tie():
+    # hypothesis 4 words; references of 3 and 5 words are equally close: multi-bleu takes 3 (no penalty)
+    assert multi_bleu([["a", "b", "c", "d"]], [[["a", "b", "c"], ["a", "b", "c", "d", "e"]]]) == pytest.approx(
+        100 * (1 * 1 * 1 * 1) ** 0.25)

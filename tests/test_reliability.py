@@ -137,7 +137,36 @@ TRAIN_CASES = [
      "entry Id1 has no <lex> reference sentence"),
     ("csv-without-mr", ["evaluate", "--prefix", "{run}", "--dataset", "e2e", "--data-dir", "{tmp}/csv"],
      "missing 'mr' column"),
+    ("pairs-no-reference", ["train", "--backbone", "tiny-gpt2", "--train-file", "{tmp}/noref.jsonl", "--output",
+                            "{tmp}/r"], "noref.jsonl:2: no reference sentence"),
+    ("pairs-empty-field", ["train", "--backbone", "tiny-gpt2", "--train-file", "{tmp}/empty.jsonl", "--output",
+                           "{tmp}/r"], "empty.jsonl:1: field 'triples', triple 1: has an empty field"),
+    ("pairs-not-an-object", ["train", "--backbone", "tiny-gpt2", "--train-file", "{tmp}/list.jsonl", "--output",
+                             "{tmp}/r"], "list.jsonl:1: expected a JSON object"),
+    ("pairs-csv-without-column", ["train", "--backbone", "tiny-gpt2", "--train-file", "{tmp}/nocol.csv", "--output",
+                                  "{tmp}/r"], "nocol.csv: line 1: expected an input column"),
+    ("pairs-empty-csv-reference", ["train", "--backbone", "tiny-gpt2", "--train-file", "{tmp}/noref.csv",
+                                   "--output", "{tmp}/r"], "noref.csv:3: empty reference in column 'ref'"),
+    ("dart-without-annotations", ["train", "--backbone", "tiny-gpt2", "--dataset", "dart", "--data-dir", "{tmp}/dart",
+                                  "--output", "{tmp}/r"], "dart-v1.1.1-full-train.json: entry 2: has no 'annotations'"),
+    ("dart-not-shipped", ["train", "--backbone", "tiny-gpt2", "--dataset", "dart", "--output", "{tmp}/r"],
+     "DART is not shipped"),
+    ("test-file-in-another-format", ["evaluate", "--prefix", "{run}", "--test-file", "{tmp}/mr.jsonl"],
+     "its inputs are not in the prefix's format (webnlg)"),
+    ("init-from-another-length", ["train", "--backbone", "tiny-gpt2", "--init-from", "{run}", "--prefix-length", "7",
+                                  "--output", "{tmp}/r"], "has 4 virtual tokens; train with --prefix-length 4"),
 ]
+
+PAIR_FILES = {
+    "noref.jsonl": '{"triples": [["A", "b", "C"]], "text": "A b C."}\n{"triples": [["D", "e", "F"]]}\n',
+    "empty.jsonl": '{"triples": [["A", "b", ""]], "text": "A b."}\n',
+    "list.jsonl": '[["A", "b", "C"], "A b C."]\n',
+    "nocol.csv": "subject,sentence\nA,A b C.\n",
+    "noref.csv": 'mr,ref\n"name[A], area[B]",A is in B.\n"name[C]",\n',
+    "mr.jsonl": '{"mr": "name[A], area[B]", "text": "A is in B."}\n',
+    "dart/dart-v1.1.1-full-train.json": '[{"tripleset": [["A", "b", "C"]], "annotations": [{"source": "WTQ", '
+                                        '"text": "A b C."}]}, {"tripleset": [["D", "e", "F"]]}]',
+}
 
 
 @pytest.mark.parametrize("case, argv, message", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
@@ -148,6 +177,9 @@ def test_bad_train_and_evaluate_arguments(trained_run, tmp_path, capsys, case, a
         '<lex comment="good" lid="Id1">A b C.</lex>', ""))
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "testset_w_refs.csv").write_text("meaning,ref\nx,y\n")
+    (tmp_path / "dart").mkdir()
+    for name, content in PAIR_FILES.items():
+        (tmp_path / name).write_text(content)
     args = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(trained_run)) for a in argv]
     code, _, err = _run(args, capsys)
     assert code == 2 and message in err, err

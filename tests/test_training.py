@@ -1,12 +1,12 @@
 import torch
 
 from kg2text.backbones import load_backbone
+from kg2text.batching import collate, encode_examples
 from kg2text.data import Record
 from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.linearize import FORMATS, model_prompt
 from kg2text.model import TunedLM
 from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape
-from kg2text.train import collate, encode_examples
 
 RECORDS = [
     Record((("Harry_Potter", "education", "Hogwarts"),), ("Harry Potter studied at Hogwarts.",)),
