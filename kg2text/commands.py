@@ -18,6 +18,7 @@ from kg2text.data import Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
 from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, LoadedPrefix, generate_sentences, load_for_generation
+from kg2text.hardware import cpu_info
 from kg2text.inputs import read_inputs
 from kg2text.train import TrainConfig, file_format_of, train
 
@@ -141,7 +142,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                         "challenge's BLEU (its preprocessing, lower-cased multi-bleu.perl, first 3 references)",
               "decode": {**vars(_decode_config(args)), "dtype": args.dtype},
               "backbone": loaded.header["backbone"], "prefix": args.prefix[0], "decode_seconds": round(elapsed, 1),
-              "command": command}
+              "machine": cpu_info(), "command": command}
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "scores.md", scores_markdown(f"{name}: {loaded.header['backbone']}", scores, command))
     for group, score in scores["bleu"].items():
