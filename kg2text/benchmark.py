@@ -47,11 +47,11 @@ from kg2text.metrics import (
     ter,
     webnlg_coverage,
 )
+from kg2text.speed import gemm_ceiling
 from kg2text.train import TrainConfig, train
 
 METHODS = ("kg2text-prefix", "kg2text-prompt", "kg2text-prefix-hidden", "peft-prefix", "peft-prompt", "zero-shot",
            "full-ft")
-CPU_PEAK_GFLOPS = 157.0  # 2 Zen 3 cores, fp32 FMA AVX2: 2 x 2.45 GHz x 32 FLOP/cycle
 
 
 @dataclass(frozen=True)
@@ -282,11 +282,16 @@ def run_benchmark(name: str, preset: Preset, out: Path, command: str) -> dict:
         results.append(_child(method, preset, out))
     notes = list(preset.notes) + ([E2E_NOTE] if preset.dataset == "e2e" else [])
     data = {"name": name, "preset": asdict(preset), "command": command, **environment(), "results": results,
-            "notes": notes, "cpu_peak_gflops": CPU_PEAK_GFLOPS}
+            "notes": notes, "gemm_ceiling_gflops": _ceiling(preset.backbone)}
     from kg2text.report import write_report
 
     write_report(data, out)
     return data
+
+
+def _ceiling(backbone: str) -> float:
+    """This machine's fp32 GEMM GFLOP/s at the backbone's shapes (640 rows): what 100% of training speed means."""
+    return gemm_ceiling(load_backbone(backbone), torch.float32, (640,))[640]
 
 
 def preset_for(name: str, dataset: str | None = None, steps: int | None = None, limit: int | None = None,

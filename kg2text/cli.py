@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "the baseline (transformers' generate) and PEFT on this trained run, median of --repeats "
                        "alternated runs, with this CPU's measured GEMM ceiling; writes results/speed/")
     bench.add_argument("--repeats", type=int, default=3, help="--speed: alternated repeats (default: 3)")
+    bench.add_argument("--inputs", type=int, default=64,
+                       help="--speed: WebNLG test prompts decoded at batch 32, a quarter of them at batch 1 "
+                       "(default: 64)")
     bench.add_argument("--name", help="report folder name under --results (default: PRESET-DATASET)")
     bench.add_argument("--results", type=Path, default=Path("results"), help="where reports go (default: results)")
     return parser

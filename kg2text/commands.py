@@ -166,7 +166,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         from kg2text.speed import run_speed
 
         out = args.results / (args.name or "speed")
-        run_speed(args.speed, out, "kg2text " + shlex.join(sys.argv[1:]), repeats=args.repeats)
+        run_speed(args.speed, out, "kg2text " + shlex.join(sys.argv[1:]), repeats=args.repeats, inputs=args.inputs,
+                  batch1_inputs=max(1, args.inputs // 4))
         print(f"wrote {out}/speed.json and speed.md")
         return 0
 

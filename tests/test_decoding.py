@@ -60,3 +60,15 @@ def test_mixed_task_batch_decodes_each_row_as_its_task_alone(backbone, beams):
     alone = [decode_prompts((first, second)[t], [p], decode)[0] for p, t in zip(PROMPTS, tasks, strict=True)]
     assert together == alone
     assert together != decode_prompts(first, PROMPTS, decode)  # the second task really says something else
+
+
+def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
+    from kg2text.decoding import grouped_attention
+
+    torch.manual_seed(0)
+    query, keys, values = torch.randn(3, 6, 4, 8), torch.randn(3, 2, 9, 8), torch.randn(3, 2, 9, 8)
+    mask = torch.rand(3, 1, 4, 9) > 0.3
+    mask[..., 0] = True  # every query attends to something
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, keys.repeat_interleave(3, 1), values.repeat_interleave(3, 1), attn_mask=mask, scale=0.3)
+    assert torch.allclose(grouped_attention(query, keys, values, mask, 0.3), expected.transpose(1, 2), atol=1e-6)

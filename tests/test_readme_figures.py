@@ -1,0 +1,61 @@
+"""Every README figure that comes from a results file shows that file's value: change one, and this fails.
+
+Each entry: a phrase that picks the README line, the results file, the value's path in it, and its format.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _value(path: str, keys: str):
+    data = json.loads((ROOT / path).read_text())
+    for key in keys.split("."):
+        data = data[int(key)] if isinstance(data, list) else data[key]
+    return data
+
+
+def _method(report: str, method: str, keys: str):
+    results = json.loads((ROOT / report).read_text())["results"]
+    data = next(r for r in results if r["method"] == method)
+    for key in keys.split("."):
+        data = data[key]
+    return data
+
+
+FIGURES = [
+    ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.all.bleu"), "{:.2f}"),
+    ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.seen.bleu"), "{:.2f}"),
+    ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.unseen.bleu"),
+     "{:.2f}"),
+    ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores_challenge.all.bleu"),
+     "{:.2f}"),
+    ("| kg2text prefix vs PEFT prefix, SmolLM2-135M, WebNLG",
+     lambda: _method("results/cpu-quick-webnlg/report.json", "kg2text-prefix", "quality.bleu.all.bleu"), "{:.2f}"),
+    ("| kg2text prefix vs PEFT prefix, SmolLM2-135M, WebNLG",
+     lambda: _method("results/cpu-quick-webnlg/report.json", "peft-prefix", "quality.bleu.all.bleu"), "{:.2f}"),
+    ("| same on E2E", lambda: _method("results/cpu-quick-e2e/report.json", "kg2text-prefix", "quality.bleu.all.bleu"),
+     "{:.2f}"),
+    ("| same on E2E", lambda: _method("results/cpu-quick-e2e/report.json", "peft-prefix", "quality.bleu.all.bleu"),
+     "{:.2f}"),
+    *[(f"| `{m}` (WebNLG)", lambda m=m: _method("results/methods-webnlg/report.json", f"kg2text-{m}",
+                                                 "quality.bleu.all.bleu"), "{:.2f}")
+      for m in ("prefix", "prompt", "prefix-hidden")],
+    *[(f"| `{m}` (E2E)", lambda m=m: _method("results/methods-e2e/report.json", f"kg2text-{m}",
+                                              "quality.bleu.all.bleu"), "{:.2f}")
+      for m in ("prefix", "prompt", "prefix-hidden")],
+    *[(f"| {start} |", lambda start=start: _value(f"results/hogwarts/{start}/scores.json", "scores.all.bleu"),
+       "{:.2f}") for start in ("scratch", "init-from")],
+]
+
+
+@pytest.mark.parametrize("anchor, value, fmt", FIGURES, ids=[f"{a.strip('| `')}-{i}" for i, (a, _, _) in
+                                                              enumerate(FIGURES)])
+def test_readme_figure_matches_its_results_file(anchor, value, fmt):
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(anchor)]
+    assert lines, f"no README line starts with {anchor!r}"
+    shown = fmt.format(value())
+    assert any(shown in line for line in lines), f"README line {anchor!r} does not show {shown}: {lines[0][:200]}"
