@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,6 +35,7 @@ from kg2text.hardware import backbone_dtype
 from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM
+from kg2text.rundir import RunLock, check_disk_space, count_lines, prepare_run_dir, truncate_lines
 
 MAX_LR = 1.0
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -178,64 +178,6 @@ def _cpu_only_multiprocess() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-class RunLock:
-    """A lock file in the run folder: a second training on the same folder is refused, not interleaved."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-
-    def __enter__(self) -> RunLock:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = self.path.read_text(errors="replace").strip()[:20] if self.path.exists() else "?"
-            if owner.isdigit() and not _alive(int(owner)):
-                print(f"kg2text: {self.path} was left by process {owner}, which is no longer running "
-                      "(killed?); removed it and going on")
-                self.path.unlink(missing_ok=True)
-                return self.__enter__()
-            if not owner.isdigit():
-                raise UserError(f"{self.path} is damaged (holds {owner!r}, not a process id); if no training is "
-                                f"running on {self.path.parent}, delete it and run again") from None
-            raise UserError(f"{self.path.parent} is in use by another training (process {owner}); "
-                            "wait for it or choose another --output") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def prepare_run_dir(path: Path, resume: bool) -> Path:
-    """Create the run folder, refusing to overwrite a finished run and checking we can write there."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--output {path} exists and is not a folder")
-    if (path / "prefix.safetensors").exists():
-        raise UserError(f"{path} already holds a trained prefix; choose another --output or delete it")
-    if not resume and (path / "config.json").exists():
-        raise UserError(f"{path} holds an unfinished run; continue it with --resume or choose another --output")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"cannot write to --output {path}: {err.strerror}") from None
-    return path
-
-
 def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = False,
           from_previous: bool = False) -> Path | None:
     """Train and write the run folder; returns the saved prefix file (None on non-main processes).
@@ -276,7 +218,7 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     if resume:
         progress = load_checkpoint(run_dir, tuner, optimizer, scheduler, from_previous)
         check_config_unchanged(config, progress.get("config"), run_dir / "config.json")
-        _truncate_lines(log_path, progress["log_lines"])
+        truncate_lines(log_path, progress["log_lines"])
         print(f"kg2text: resuming at step {progress['step']} of {total_steps}")
     elif accelerator.is_main_process:
         atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
@@ -285,7 +227,7 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
 
     def checkpoint() -> None:
         if accelerator.is_main_process:
-            progress["log_lines"] = _count_lines(log_path)
+            progress["log_lines"] = count_lines(log_path)
             save_checkpoint(run_dir, accelerator.unwrap_model(tuner), optimizer.optimizer, scheduler, progress)
 
     if accelerator.is_main_process:
@@ -409,15 +351,6 @@ def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) 
                         "restore it or start a new run")
 
 
-def check_disk_space(run_dir: Path, tuner: torch.nn.Module) -> None:
-    """Refuse to start when the disk cannot hold two checkpoints and the prefix (module + AdamW state)."""
-    needed = 2 * 3 * 4 * sum(p.numel() for p in tuner.parameters()) + (1 << 20)
-    free = shutil.disk_usage(run_dir).free
-    if free < needed:
-        raise UserError(f"only {free / 2**20:.1f} MB free at {run_dir}, training needs about {needed / 2**20:.1f} MB "
-                        "for checkpoints; free some space or choose another --output")
-
-
 def _local_batch(examples: datasets.Dataset, indices: list[int], backbone: Backbone,
                  accelerator: Accelerator) -> dict[str, torch.Tensor]:
     rows = [examples[i] for i in indices]
@@ -461,13 +394,3 @@ def _log(path: Path, progress: dict, loss: float, lr: float, accelerator: Accele
              "tokens_per_s": round(progress["tokens"] / max(progress["elapsed_s"], 1e-9), 1)}
     with path.open("a") as log:
         log.write(json.dumps(entry) + "\n")
-
-
-def _count_lines(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def _truncate_lines(path: Path, keep: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-    if path.exists():
-        atomic_write_text(path, "".join(line + "\n" for line in path.read_text().splitlines()[:keep]))

@@ -351,7 +351,7 @@ def test_a_damaged_newest_checkpoint_offers_and_takes_the_previous_one(tmp_path,
 def test_a_stale_lock_from_a_killed_run_is_recognised(tmp_path, capsys):
     import subprocess
 
-    from kg2text.train import RunLock
+    from kg2text.rundir import RunLock
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

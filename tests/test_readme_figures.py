@@ -47,8 +47,8 @@ FIGURES = [
     *[(f"| `{m}` (E2E)", lambda m=m: _method("results/methods-e2e/report.json", f"kg2text-{m}",
                                               "quality.bleu.all.bleu"), "{:.2f}")
       for m in ("prefix", "prompt", "prefix-hidden")],
-    *[(f"| {start} |", lambda start=start: _value(f"results/hogwarts/{start}/scores.json", "scores.all.bleu"),
-       "{:.2f}") for start in ("scratch", "init-from")],
+    *[(f"| {run} |", lambda run=run: _value(f"results/hogwarts/{run}/scores.json", "scores.all.bleu"), "{:.2f}")
+      for run in ("scratch-10", "init-from-10", "scratch-30", "init-from-30")],
 ]
 
 
