@@ -63,10 +63,16 @@ class Verbalizer:
     def generate(self, inputs: Iterable[Input], task: str | None = None, **decode: object) -> list[str]:
         """One sentence per input, in order. With several tasks, ``task`` (or a dict's ``"task"``) picks the prefix;
         ``decode`` overrides this call's decoding settings."""
-        parsed = [self._parse(value, task, number) for number, value in enumerate(inputs, start=1)]
-        if not parsed:
-            return []
-        return generate_sentences(self.loaded, parsed, replace(self.decode, **decode))
+        parsed = self.parse(inputs, task)
+        return generate_sentences(self.loaded, parsed, replace(self.decode, **decode)) if parsed else []
+
+    def parse(self, inputs: Iterable[Input], task: str | None = None) -> list[UserInput]:
+        """Inputs checked and parsed for their task's format; a bad one raises ``UserError`` naming its number."""
+        return [self._parse(value, task, number) for number, value in enumerate(inputs, start=1)]
+
+    def linearized(self, parsed: UserInput) -> str:
+        """The source text the model reads for a parsed input."""
+        return self.loaded.formats[parsed.task].linearize(parsed.items)
 
     def __call__(self, value: Input, task: str | None = None, **decode: object) -> str:
         """The sentence for one input."""
@@ -78,7 +84,8 @@ class Verbalizer:
             task = value["task"]
         task = task or (self.tasks[0] if len(self.tasks) == 1 else None)
         if task not in formats:
-            raise UserError(f"input {number}: name its task, one of: {', '.join(formats)}")
+            raise UserError(f"input {number}: task {task!r} is not loaded; name one of: {', '.join(formats)}"
+                            if task else f"input {number}: name its task, one of: {', '.join(formats)}")
         try:
             return UserInput(str(value), task, _items(value, formats[task].parse))
         except UserError as err:

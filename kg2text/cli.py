@@ -137,6 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="score N entries spread evenly over the split (a quick slice)")
     ev.add_argument("--output", type=Path, help="folder for the results (default: RUN/eval/DATASET-SPLIT)")
     _add_decode_args(ev)
+    srv = commands.add_parser("serve", help="serve sentences over HTTP (FastAPI): batching, limits, a page",
+                              description="Load the backbone and the prefixes once and serve POST /generate, "
+                              "GET /info, GET /health, a page at / and OpenAPI docs at /docs. Requests that arrive "
+                              "together are decoded as one batch; SIGTERM finishes the requests in flight. Needs the "
+                              "serve extra: pip install -c constraints.txt -e '.[serve]'.")
+    srv.add_argument("--prefix", required=True, action="append",
+                     help="run folder, or TASK=RUN several times for several tasks on one backbone")
+    srv.add_argument("--backbone", help="load the prefixes onto this backbone (default: the one they were trained on)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
+                     "any other address needs a token)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every API request (default: the "
+                     "KG2TEXT_TOKEN environment variable, else none)")
+    srv.add_argument("--max-inputs", type=int, default=64, help="inputs per request (default: 64)")
+    srv.add_argument("--max-input-chars", type=int, default=2000, help="characters per input (default: 2000)")
+    srv.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait for its sentences "
+                     "(default: 120)")
+    srv.add_argument("--batch-window-ms", type=float, default=20.0,
+                     help="how long to wait for more requests to decode together (default: 20)")
+    srv.add_argument("--max-batch", type=int, default=32, help="inputs decoded together at most (default: 32)")
+    _add_decode_args(srv)
+
     export = commands.add_parser("export", help="write a trained prefix in another tool's format",
                                  description="Write a kg2text prefix as a Hugging Face PEFT prefix-tuning adapter "
                                  "(prefix_projection off; PeftModel.from_pretrained loads it).")

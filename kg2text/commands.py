@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -11,7 +12,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from kg2text.api import evaluate
+from kg2text.api import Verbalizer, evaluate
 from kg2text.artifact import atomic_write_text
 from kg2text.backbones import load_backbone
 from kg2text.data import Record, file_format, read_pair_file, read_records
@@ -149,6 +150,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"BLEU {group:>6}: {score['bleu']:6.2f}  challenge BLEU {scores['bleu_challenge'][group]['bleu']:6.2f}  "
               f"({score['entries']} entries)")
     print(f"wrote {out}/scores.json, scores.md, hypotheses.txt")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        from kg2text.serve import TOKEN_ENV, ServeLimits, check_bind, serve
+    except ImportError:
+        raise UserError("kg2text serve needs FastAPI and uvicorn: "
+                        "pip install -c constraints.txt -e '.[serve]'") from None
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    check_bind(args.host, token)  # before the backbone loads: a refused bind should not take a minute
+    limits = ServeLimits(args.max_inputs, args.max_input_chars, args.timeout, args.batch_window_ms / 1000,
+                         args.max_batch)
+    serve(Verbalizer(_load(args), _decode_config(args)), args.host, args.port, limits, token)
     return 0
 
 

@@ -47,6 +47,12 @@ FIGURES = [
     *[(f"| `{m}` (E2E)", lambda m=m: _method("results/methods-e2e/report.json", f"kg2text-{m}",
                                               "quality.bleu.all.bleu"), "{:.2f}")
       for m in ("prefix", "prompt", "prefix-hidden")],
+    ("", lambda: _value("results/serve/load.json", "concurrent"),
+     "{0[sentences_per_s]:.2f} sentences/s with p50 / p95 latency {0[p50_latency_s]:.2f} / {0[p95_latency_s]:.2f} s"),
+    ("", lambda: _value("results/serve/load.json", "one_at_a_time"),
+     "{0[sentences_per_s]:.2f} sentences/s for one client sending one request at a time "
+     "(p50 {0[p50_latency_s]:.2f} s)"),
+    ("", lambda: _value("results/serve/load.json", "concurrent"), "**{0[lost]} lost, {0[wrong]}"),
     *[(f"| {run} |", lambda run=run: _value(f"results/hogwarts/{run}/scores.json", "scores.all.bleu"), "{:.2f}")
       for run in ("scratch-10", "init-from-10", "scratch-30", "init-from-30")],
 ]
