@@ -202,3 +202,10 @@ def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(train
     assert sentence == verbalizer("Harry_Potter | education | Hogwarts")
     assert linearized == "model input: | Harry Potter : education : Hogwarts"
     assert (tmp_path / "page.png").stat().st_size > 1000
+
+
+def test_a_request_past_the_decoding_timeout_gets_504_and_the_server_goes_on(verbalizer):
+    with TestClient(create_app(verbalizer, ServeLimits(timeout_s=0.001))) as slow:
+        response = slow.post("/generate", json={"inputs": ["A | b | c"] * 8, "max_new_tokens": 60})
+        assert response.status_code == 504 and "decoding took longer than" in response.json()["detail"]
+        assert slow.get("/health").json() == {"status": "ok"}

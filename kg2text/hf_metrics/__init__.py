@@ -18,6 +18,17 @@ from pathlib import Path
 METRICS = ("webnlg_bleu", "entity_coverage", "slot_error_rate")
 
 
+def metric_info(description: str, inputs: str, citation: str = ""):
+    """The ``evaluate.MetricInfo`` all our modules share: sentences as predictions, reference lists as references."""
+    import datasets
+    import evaluate
+
+    features = datasets.Features({"predictions": datasets.Value("string"),
+                                  "references": datasets.Sequence(datasets.Value("string"))})
+    return evaluate.MetricInfo(description=description, citation=citation, inputs_description=inputs,
+                               features=features)
+
+
 def metric_path(name: str) -> str:
     """The folder ``evaluate.load`` takes for one of kg2text's metrics (no Hub needed)."""
     if name not in METRICS:

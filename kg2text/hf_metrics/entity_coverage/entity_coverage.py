@@ -1,20 +1,16 @@
 """Share (%) of the input triples' subjects and objects that appear (normalised) in the output sentence."""
 
-import datasets
 import evaluate
 
 from kg2text.data import Record
+from kg2text.hf_metrics import metric_info
 from kg2text.metrics import webnlg_coverage
 
 
 class EntityCoverage(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__, citation="", inputs_description=(
-                "predictions: sentences; references: reference sentences (unused); "
-                "inputs: the triples of each entry, [[subject, predicate, object], ...]"),
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Sequence(datasets.Value("string"))}))
+        return metric_info(__doc__, "predictions: sentences; references: reference sentences (unused); "
+                           "inputs: the triples of each entry, [[subject, predicate, object], ...]")
 
     def _compute(self, predictions, references, inputs=None, **_others):
         if inputs is None or len(inputs) != len(predictions):

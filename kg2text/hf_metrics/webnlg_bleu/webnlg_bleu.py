@@ -1,20 +1,17 @@
 """The WebNLG 2017 challenge's BLEU (lower-cased multi-bleu over at most 3 references, after the challenge's
 preprocessing) and sacrebleu's BLEU over all references, for all entries and, given ``seen``, seen/unseen."""
 
-import datasets
 import evaluate
 
 from kg2text.api import evaluate as kg2text_evaluate
+from kg2text.hf_metrics import metric_info
 
 
 class WebnlgBleu(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__, citation="Gardent et al. 2017, The WebNLG Challenge", inputs_description=(
-                "predictions: sentences; references: list of reference sentences per entry; "
-                "seen (optional): whether each entry's category was seen in training"),
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Sequence(datasets.Value("string"))}))
+        return metric_info(__doc__, "predictions: sentences; references: list of reference sentences per entry; "
+                           "seen (optional): whether each entry's category was seen in training",
+                           citation="Gardent et al. 2017, The WebNLG Challenge")
 
     def _compute(self, predictions, references, seen=None, **_others):
         scores = kg2text_evaluate(predictions, references, seen)
