@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "scratch")
     train.add_argument("--epochs", type=float, default=5.0, help="passes over the data (default: 5)")
     train.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    train.add_argument("--max-minutes", type=float,
+                       help="train for this many minutes of wall-clock time: after --warmup-steps the learning rate "
+                       "decays linearly in time and reaches 0 when the time is up (with --max-steps: whichever "
+                       "comes first); resumable, but not bit for bit, since the schedule follows the clock")
     train.add_argument("--max-examples", type=int, help="train on the first N shuffled (input, sentence) pairs")
     train.add_argument("--batch-size", type=int, default=8, help="examples per step and process (default: 8)")
     train.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (default: 1)")

@@ -61,6 +61,7 @@ class TrainConfig:
     init_from: str | None = None  # start from this run's trained prefix (adaptation to a new knowledge base)
     epochs: float = 5.0
     max_steps: int | None = None  # optimizer steps; overrides epochs
+    max_minutes: float | None = None  # a time budget: the schedule decays to 0 as it runs out, training stops then
     max_examples: int | None = None  # use the first N (record, sentence) pairs after shuffling
     batch_size: int = 8  # global batch per optimizer micro-step, split over processes
     grad_accum: int = 1
@@ -102,6 +103,8 @@ class TrainConfig:
                             f"1e-5 to 1e-2 (kg2text refuses anything above {MAX_LR})")
         get_format(self.format_name)
         backbone_dtype(self.dtype)
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UserError(f"--max-minutes {self.max_minutes} must be more than 0")
         if self.init_from and self.init_text:
             raise UserError("--init-from and --init-text both say where training starts: give one")
         for name in ("train_file", "dev_file"):
@@ -209,10 +212,12 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
                                        config.init_text, config.seed, start)
     check_disk_space(run_dir, tuner)
     steps_per_epoch = math.ceil(len(lengths) / config.batch_size / config.grad_accum)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    total_steps = config.max_steps or (math.inf if config.max_minutes else
+                                       max(1, math.ceil(config.epochs * steps_per_epoch)))
     optimizer = torch.optim.AdamW(tuner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     progress = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "elapsed_s": 0.0, "log_lines": 0}
+    scheduler = time_schedule(optimizer, config, progress) if config.max_minutes else \
+        get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     log_path = run_dir / "train_log.jsonl"
     progress["config"] = asdict(config)
     if resume:
@@ -232,8 +237,10 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
 
     if accelerator.is_main_process:
         print(f"kg2text: training {config.method} on {config.backbone} with {accelerator.num_processes} process(es) "
-              f"on {accelerator.device}; {len(lengths)} examples, {total_steps} steps of {config.batch_size}")
-    bar = tqdm(total=total_steps, initial=progress["step"], desc="training", unit="step",
+              f"on {accelerator.device}; {len(lengths)} examples, {total_steps} steps of {config.batch_size}"
+              + (f", at most {config.max_minutes:g} minutes" if config.max_minutes else ""))
+    bar = tqdm(total=None if total_steps == math.inf else total_steps, initial=progress["step"], desc="training",
+               unit="step",
                disable=not accelerator.is_main_process)
     started = time.perf_counter() - progress["elapsed_s"]
     window: list[float] = []
@@ -266,6 +273,8 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
                     continue
                 progress["step"] += 1
                 progress["elapsed_s"] = time.perf_counter() - started
+                if config.max_minutes and _out_of_time(progress["elapsed_s"], config.max_minutes, accelerator):
+                    total_steps = progress["step"]  # this step is the last: logged, evaluated, saved as such
                 bar.update(1)
                 bar.set_postfix(loss=f"{window[-1]:.3f}", tok_s=f"{progress['tokens'] / progress['elapsed_s']:.0f}")
                 if progress["step"] % config.log_every == 0 or progress["step"] == total_steps:
@@ -288,6 +297,25 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
                                 f"'kg2text train --output {run_dir} --resume'") from None
     bar.close()
     return _save_final(config, backbone, accelerator, tuner, method_config, run_dir, progress.get("best"))
+
+
+def time_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, progress: dict):
+    """``--max-minutes``: linear warmup over ``--warmup-steps`` steps, then a linear decay in wall-clock time that
+    reaches 0 when the budget is spent, so a run ends on time on any CPU, however fast its steps are."""
+    budget = config.max_minutes * 60
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return step / config.warmup_steps
+        return max(0.0, 1 - progress["elapsed_s"] / budget)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _out_of_time(elapsed_s: float, max_minutes: float, accelerator: Accelerator) -> bool:
+    """Has the budget run out? Decided together, so that all processes stop at the same step."""
+    out = torch.tensor([float(elapsed_s >= max_minutes * 60)], device=accelerator.device)
+    return float(accelerator.gather(out).max()) > 0
 
 
 def trained_start(config: TrainConfig, backbone: Backbone) -> torch.Tensor | None:

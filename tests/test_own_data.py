@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,18 @@ print(json.dumps([
     assert bleu["bleu_challenge"]["seen"]["bleu"] == 84.09 and bleu["bleu_challenge"]["unseen"]["bleu"] == 0.0
     assert both["entity_coverage"] == 100.0 and "bleu_challenge" in both
     assert ser["slot_error_rate"] == pytest.approx(100 / 3)
+
+
+def test_max_minutes_ends_on_time_with_the_learning_rate_decayed(tmp_path):
+    out = tmp_path / "timed"
+    started = time.perf_counter()
+    code = main(["train", "--backbone", "tiny-gpt2", "--train-file", str(EXAMPLES / "train.jsonl"), "--max-minutes",
+                 "0.03", "--warmup-steps", "2", "--batch-size", "4", "--prefix-length", "3", "--mlp-hidden", "16",
+                 "--lr", "1e-2", "--log-every", "1", "--checkpoint-every", "0", "--output", str(out)])
+    elapsed = time.perf_counter() - started
+    assert code == 0 and read_prefix(out)[1]["train_config"]["max_minutes"] == 0.03
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["elapsed_s"] >= 1.8 and elapsed < 60  # stopped at the first step past 1.8 s
+    assert log[0]["lr"] == pytest.approx(5e-3)  # warmup: half way after step 1 of 2
+    assert 9e-3 < log[1]["lr"] < 1e-2  # then the clock: a little of the 1.8 s budget is already spent
+    assert log[-1]["lr"] < 2e-4 and log[-2]["lr"] < log[3]["lr"]  # decayed with the clock, about 0 at the end
