@@ -6,7 +6,7 @@ exclusions, and runs the suite twice: kg2text's own tests, then the anchor tests
 PEFT. It prints which packages moved from constraints.txt and what broke, so that an upstream break
 of PEFT reads as the anchor's problem and a break of kg2text as ours.
 
-    python scripts/check_latest.py            # about 5 minutes on 2 cores
+    python scripts/check_latest.py            # about 8 minutes on 2 cores
 
 torch stays at 2.13.0, the CPU build this machine installs from disk (the newest torch on PyPI is
 the CUDA build, several GB). Exit code: 0 all green, 1 kg2text's own tests failed, 3 only anchors failed.
