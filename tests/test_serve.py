@@ -209,3 +209,18 @@ def test_a_request_past_the_decoding_timeout_gets_504_and_the_server_goes_on(ver
         response = slow.post("/generate", json={"inputs": ["A | b | c"] * 8, "max_new_tokens": 60})
         assert response.status_code == 504 and "decoding took longer than" in response.json()["detail"]
         assert slow.get("/health").json() == {"status": "ok"}
+
+
+def test_two_tasks_on_one_backbone_each_answer_as_its_own_prefix_alone(trained_run, e2e_run):
+    both = Verbalizer.load({"webnlg": trained_run, "e2e": e2e_run}, **DECODE)
+    with TestClient(create_app(both)) as client:
+        webnlg = client.post("/generate", json={"inputs": ["Harry_Potter | education | Hogwarts"], "task": "webnlg"})
+        e2e = client.post("/generate", json={"inputs": [{"mr": "name[Alimentum], area[city centre]"}],
+                                             "task": "e2e"})
+        missing = client.post("/generate", json={"inputs": ["A | b | c"]})
+    assert webnlg.json()["sentences"] == Verbalizer.load(trained_run, **DECODE).generate(
+        ["Harry_Potter | education | Hogwarts"])
+    alone = Verbalizer.load(e2e_run, **DECODE).generate(["name[Alimentum], area[city centre]"])
+    assert e2e.json()["sentences"] == alone
+    assert e2e.json()["linearized"] == ["name : Alimentum | area : city centre"]
+    assert missing.status_code == 400 and "name its task, one of: webnlg, e2e" in missing.json()["detail"]
