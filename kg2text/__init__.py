@@ -10,7 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {"Verbalizer": "kg2text.api", "train": "kg2text.api", "evaluate": "kg2text.api",
-           "TrainConfig": "kg2text.train", "DecodeConfig": "kg2text.generate", "Record": "kg2text.data",
+           "TrainConfig": "kg2text.training", "DecodeConfig": "kg2text.generate", "Record": "kg2text.data",
            "read_pair_file": "kg2text.data", "UserError": "kg2text.errors", "metric_path": "kg2text.hf_metrics"}
 __all__ = [*_PUBLIC, "__version__"]
 

@@ -30,8 +30,8 @@ from kg2text.metrics import (
     scores_by_group,
     webnlg_coverage,
 )
-from kg2text.train import TrainConfig
-from kg2text.train import train as _train
+from kg2text.training import TrainConfig
+from kg2text.training import train as _train
 
 Triple = tuple[str, str, str]
 Input = str | Triple | Sequence[Triple] | Mapping

@@ -1,6 +1,6 @@
 """Training examples: encoding (input, sentence) pairs, padding them into batches, and the batch order.
 
-Kept apart from the loop (``train.py``) so that the loop reads as a loop. The batch order is a pure
+Kept apart from the loop (``training.py``) so that the loop reads as a loop. The batch order is a pure
 function of (seed, epoch), which is what makes a resumed run equal an uninterrupted one.
 """
 

@@ -48,7 +48,7 @@ from kg2text.metrics import (
     webnlg_coverage,
 )
 from kg2text.speed import gemm_ceiling
-from kg2text.train import TrainConfig, train
+from kg2text.training import TrainConfig, train
 
 METHODS = ("kg2text-prefix", "kg2text-prompt", "kg2text-prefix-hidden", "peft-prefix", "peft-prompt", "zero-shot",
            "full-ft")

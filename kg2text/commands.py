@@ -21,7 +21,7 @@ from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, LoadedPrefix, generate_sentences, load_for_generation
 from kg2text.hardware import cpu_info
 from kg2text.inputs import read_inputs
-from kg2text.train import TrainConfig, file_format_of, train
+from kg2text.training import TrainConfig, file_format_of, train
 
 
 def _decode_config(args: argparse.Namespace) -> DecodeConfig:

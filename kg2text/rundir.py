@@ -1,6 +1,6 @@
 """The run folder: refusing to overwrite or share it, the lock, disk space, and the loss log's lines.
 
-Kept apart from the loop (``train.py``): these are about the folder a run writes, not about training.
+Kept apart from the loop (``training.py``): these are about the folder a run writes, not about training.
 """
 
 from __future__ import annotations

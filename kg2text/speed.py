@@ -107,7 +107,7 @@ def peft_train_tokens_per_s(backbone_name: str, steps: int, batch_size: int) -> 
     """PEFT prefix tuning (MLP on), a plain loop over the same batches as kg2text's; the first step not counted."""
     from kg2text.anchors import peft_model
     from kg2text.batching import collate, epoch_batches
-    from kg2text.train import TrainConfig, load_training_set
+    from kg2text.training import TrainConfig, load_training_set
 
     backbone = load_backbone(backbone_name)
     config = TrainConfig(output="", backbone=backbone_name)
@@ -131,7 +131,7 @@ def peft_train_tokens_per_s(backbone_name: str, steps: int, batch_size: int) -> 
 
 def _kg2text_training(backbone_name: str, steps: int, batch_size: int, dtype: str) -> tuple[float, float]:
     """kg2text's own training loop on the full training set for ``steps`` (+1 warm-up) steps: tokens/s, mean loss."""
-    from kg2text.train import TrainConfig, train
+    from kg2text.training import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         train(TrainConfig(output=f"{tmp}/run", backbone=backbone_name, max_steps=steps + 1, batch_size=batch_size,
@@ -163,7 +163,7 @@ def training(backbone_name: str, repeats: int, steps: int, batch_size: int, bf16
 def training_flops_per_token(backbone: Backbone) -> float:
     """FLOPs per training token with frozen weights: 2 (forward) + 2 (input gradients) per weight of the
     transformer layers, plus the LM head on target tokens only (their share of the training set's tokens)."""
-    from kg2text.train import TrainConfig, load_training_set
+    from kg2text.training import TrainConfig, load_training_set
 
     model = backbone.model
     embedding = model.get_input_embeddings().weight.numel()

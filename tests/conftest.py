@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kg2text.backbones import load_backbone
-from kg2text.train import TrainConfig, train
+from kg2text.training import TrainConfig, train
 
 torch.set_num_threads(2)
 

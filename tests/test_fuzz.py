@@ -32,7 +32,7 @@ from kg2text.errors import UserError  # noqa: E402
 from kg2text.generate import load_for_generation  # noqa: E402
 from kg2text.inputs import read_inputs  # noqa: E402
 from kg2text.linearize import get_format  # noqa: E402
-from kg2text.train import TrainConfig, check_config_unchanged  # noqa: E402
+from kg2text.training import TrainConfig, check_config_unchanged  # noqa: E402
 
 SEED = 20261125
 CI_CASES = {"prefix-bytes": 600, "prefix-structure": 400, "checkpoint": 500, "config": 300, "webnlg-xml": 250,
@@ -377,7 +377,7 @@ def _table(findings: Findings) -> str:
 if __name__ == "__main__":
     import argparse
 
-    from kg2text.train import train
+    from kg2text.training import train
 
     parser = argparse.ArgumentParser(description="the fuzz suite, longer: SCALE times the CI case counts")
     parser.add_argument("--scale", type=float, default=20)

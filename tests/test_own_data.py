@@ -18,7 +18,7 @@ from kg2text.errors import UserError
 from kg2text.generate import DecodeConfig, generate_sentences, load_for_generation
 from kg2text.methods import build_tuner
 from kg2text.metrics import challenge_bleu, corpus_bleu, webnlg_coverage
-from kg2text.train import TrainConfig, train
+from kg2text.training import TrainConfig, train
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "examples" / "hogwarts"
 DART = Path(__file__).resolve().parent / "fixtures" / "dart"
@@ -88,7 +88,7 @@ def test_dev_file_keeps_the_prefix_of_the_lowest_dev_loss(tmp_path):
     from kg2text.batching import training_examples
     from kg2text.linearize import get_format
     from kg2text.model import TunedLM
-    from kg2text.train import dev_loss
+    from kg2text.training import dev_loss
 
     backbone = load_backbone("tiny-gpt2")
     examples = training_examples(read_pair_file(EXAMPLES / "dev.jsonl")[0], get_format("webnlg"), backbone, 3, 42)
@@ -108,7 +108,7 @@ def test_init_from_starts_exactly_at_the_trained_tensor(trained_run, tiny_gpt2, 
     trained = read_prefix(run)[0]
     config = TrainConfig(output=str(tmp_path / "next"), backbone="tiny-gpt2", method=method, prefix_length=4,
                          mlp_hidden=32, init_from=str(run))
-    from kg2text.train import trained_start
+    from kg2text.training import trained_start
 
     tuner, _ = build_tuner(method, tiny_gpt2, 4, 32, None, 7, trained_start(config, tiny_gpt2))
     with torch.no_grad():
@@ -207,3 +207,18 @@ def test_max_minutes_ends_on_time_with_the_learning_rate_decayed(tmp_path):
     assert log[0]["lr"] == pytest.approx(5e-3)  # warmup: half way after step 1 of 2
     assert 9e-3 < log[1]["lr"] < 1e-2  # then the clock: a little of the 1.8 s budget is already spent
     assert log[-1]["lr"] < 2e-4 and log[-2]["lr"] < log[3]["lr"]  # decayed with the clock, about 0 at the end
+
+
+def test_python_api_trains_from_a_config_object(tmp_path):
+    config = kg2text.TrainConfig(output=str(tmp_path / "api"), backbone="tiny-gpt2",
+                                 train_file=str(EXAMPLES / "train.jsonl"), max_steps=2, batch_size=4,
+                                 prefix_length=3, mlp_hidden=16, lr=1e-3)
+    path = kg2text.train(config)
+    tensor, header = read_prefix(tmp_path / "api")
+    assert path == tmp_path / "api" / "prefix.safetensors" and tuple(tensor.shape)[3] == 3
+    assert header["format"] == "webnlg" and header["train_config"]["train_file"].endswith("train.jsonl")
+    assert kg2text.train(output=str(tmp_path / "fields"), backbone="tiny-gpt2",
+                         train_file=str(EXAMPLES / "train.jsonl"), max_steps=1, batch_size=4, prefix_length=3,
+                         mlp_hidden=16).exists()
+    assert sorted(kg2text.__all__) == sorted(["DecodeConfig", "Record", "TrainConfig", "UserError", "Verbalizer",
+                                              "evaluate", "metric_path", "read_pair_file", "train", "__version__"])

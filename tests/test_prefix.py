@@ -8,7 +8,7 @@ from kg2text.backbones import load_backbone
 from kg2text.generate import DecodeConfig, decode_prompts, newline_token_ids
 from kg2text.model import TunedLM
 from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape
-from kg2text.train import TrainConfig, train
+from kg2text.training import TrainConfig, train
 
 
 @pytest.mark.parametrize("name, shape", [

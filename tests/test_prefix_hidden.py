@@ -10,7 +10,7 @@ from kg2text.errors import UserError
 from kg2text.generate import DecodeConfig, decode_prompts, load_for_generation
 from kg2text.methods import build_tuner
 from kg2text.model import TunedLM
-from kg2text.train import TrainConfig, train
+from kg2text.training import TrainConfig, train
 
 PROMPTS = [" | Harry Potter : education : Hogwarts | Harry Potter : house : Gryffindor <|endoftext|>",
            " | Alan Bean : nationality : United States <|endoftext|>",
@@ -79,7 +79,7 @@ def test_batch_of_n_equals_one_by_one(backbone, beams):
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, name):
-    import kg2text.train as training
+    import kg2text.training as training
 
     def config(out):
         return TrainConfig(output=str(tmp_path / out), backbone=name, method="prefix-hidden", max_steps=6,

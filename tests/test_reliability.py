@@ -20,7 +20,7 @@ from kg2text.cli import main
 from kg2text.data import parse_e2e_csv, parse_webnlg_xml
 from kg2text.errors import UserError
 from kg2text.linearize import FORMATS, format_triples, parse_mr, parse_triples
-from kg2text.train import TrainConfig, train
+from kg2text.training import TrainConfig, train
 
 GOOD_XML = ('<benchmark><entries><entry category="Airport" eid="Id1" size="1"><modifiedtripleset>'
             '<mtriple>A | b | C</mtriple></modifiedtripleset><lex comment="good" lid="Id1">A b C.</lex>'
