@@ -40,7 +40,7 @@ def _quality_table(results: list[dict]) -> str:
 
 
 def _cost_table(results: list[dict], peak: float) -> str:
-    lines = ["| method | trainable params | artifact bytes | train tokens/s | train s | GFLOP/s (% of peak) "
+    lines = ["| method | trainable params | artifact bytes | train tokens/s | train s | GFLOP/s (% of the 100% below) "
              "| peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         gflops = r.get("train_gflops")
