@@ -98,6 +98,7 @@ class Batcher:
 
     async def _decode_together(self, items: list, decode: DecodeConfig, loop: asyncio.AbstractEventLoop) -> None:
         rows = [p for parsed, _, _ in items for p in parsed]
+        decode = replace(decode, batch_size=max(decode.batch_size, self.limits.max_batch))  # the window's batch is one
         try:
             sentences = await loop.run_in_executor(self.worker, generate_sentences, self.verbalizer.loaded, rows,
                                                    decode)
