@@ -36,7 +36,7 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=16, help="inputs decoded together (default: 16)")
     group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"],
                        help="the backbone's format for decoding: bfloat16 (faster on CPUs with AVX512-BF16 or AMX) or "
-                       "int8 (dynamic quantization of the linear layers, fastest on any CPU); both change BLEU a "
+                       "int8 (int8 weights, bf16 activations: fastest at batch 1); both change BLEU a "
                        "little, see results/speed/speed.md (default: float32, the reference)")
     group.add_argument("--decoder", default="kg2text", choices=["kg2text", "hf"],
                        help="kg2text: our decoding loop (fast); hf: transformers' generate, the reference it is "
@@ -114,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="verbalise your own triples with a trained prefix",
                               description="Generate one sentence per input.\n\n" + INPUT_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    gen.add_argument("--prefix", required=True, action="append",
-                     help="run folder made by 'kg2text train'; for several tasks on one base model repeat it as "
-                     "--prefix webnlg=RUN1 --prefix e2e=RUN2 and start each input with its task: 'e2e:: name[X]'")
+    gen.add_argument("--prefix", action="append",
+                     help="run folder made by 'kg2text train', or a prefix shipped with kg2text: webnlg (the default) "
+                     "or e2e; for several tasks on one base model repeat it as --prefix webnlg=RUN1 --prefix "
+                     "e2e=RUN2 and start each input with its task: 'e2e:: name[X]'")
     gen.add_argument("--backbone", help="load the prefix onto this backbone (default: the one it was trained on)")
     gen.add_argument("inputs", nargs="*", help="inputs on the command line (else --input or stdin)")
     gen.add_argument("--input", help="one input per line (.txt) or one JSON object per line (.jsonl); '-' = stdin")
@@ -130,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "scores.md: sacrebleu BLEU with all references and the WebNLG challenge's BLEU (lower-"
                              "cased multi-bleu, at most 3 references; what Li & Liang and DART report), all / seen / "
                              "unseen for WebNLG; chrF++; entity coverage (triples) or slot error rate (E2E).")
-    ev.add_argument("--prefix", required=True, action="append", help="run folder made by 'kg2text train'")
+    ev.add_argument("--prefix", action="append",
+                    help="run folder made by 'kg2text train', or a shipped prefix: webnlg (the default) or e2e")
     ev.add_argument("--backbone", help="load the prefix onto this backbone (default: the one it was trained on)")
     ev.add_argument("--dataset", default="webnlg", choices=["webnlg", "e2e", "dart"])
     ev.add_argument("--split", default="test")
@@ -146,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "GET /info, GET /health, a page at / and OpenAPI docs at /docs. Requests that arrive "
                               "together are decoded as one batch; SIGTERM finishes the requests in flight. Needs the "
                               "serve extra: pip install -c constraints.txt -e '.[serve]'.")
-    srv.add_argument("--prefix", required=True, action="append",
-                     help="run folder, or TASK=RUN several times for several tasks on one backbone")
+    srv.add_argument("--prefix", action="append",
+                     help="run folder or shipped prefix (webnlg, the default; e2e), or TASK=RUN several times for "
+                     "several tasks on one backbone")
     srv.add_argument("--backbone", help="load the prefixes onto this backbone (default: the one they were trained on)")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
                      "any other address needs a token)")

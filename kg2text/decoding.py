@@ -83,7 +83,7 @@ class KVCache:
         keys = self.keys[layer, : self.rows, :, : start + n]
         values = self.values[layer, : self.rows, :, : start + n]
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        return grouped_attention(query, keys, values, self.mask, scaling), None
+        return grouped_attention(query.to(keys.dtype), keys, values, self.mask, scaling).to(query.dtype), None
 
 
     def select(self, source: torch.Tensor, shared_until: int = 0) -> None:
@@ -130,10 +130,10 @@ def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new
     shape = PrefixShape.of(model)
     length = 0 if prefix is None else prefix.shape[-2]
     slots = length + prompt_width + max_new_tokens
-    cache = KVCache((shape.layers, capacity, shape.kv_heads, slots, shape.head_dim), length, rows, model.dtype,
-                    model.device)
+    dtype = torch.float32 if model.device.type == "cpu" else model.dtype  # CPU: small bf16 matmuls are slower
+    cache = KVCache((shape.layers, capacity, shape.kv_heads, slots, shape.head_dim), length, rows, dtype, model.device)
     if prefix is not None:
-        cache.write_prefix(prefix.to(model.dtype), None if tasks is None else tasks.to(torch.long))
+        cache.write_prefix(prefix.to(dtype), None if tasks is None else tasks.to(torch.long))
     return cache
 
 

@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
-# The speed benchmark behind results/speed/: trains the short-budget SmolLM2-135M WebNLG prefix it decodes
-# with (the main job's settings, about 6 minutes on 2 cores), then `kg2text benchmark --speed` (about 25
-# minutes): kg2text's decoding loop vs the baseline (transformers' generate) vs PEFT, and training tokens/s.
+# The speed benchmark behind results/speed/: `kg2text benchmark --speed` (about 17 minutes on 2 cores) on the
+# main job's committed SmolLM2-135M WebNLG prefix (results/main-job; RUN=another run folder to change it):
+# kg2text's decoding loop (fp32, bf16, int8) vs the baseline (transformers' generate) vs PEFT, 4 settings,
+# alternated 3 times, median; training tokens/s; this CPU's GEMM ceiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${RUN:-runs/speed-prefix}
-if [ ! -f "$RUN/prefix.safetensors" ]; then
-  kg2text train --backbone smollm2-135m --dataset webnlg --max-steps 60 --batch-size 8 --lr 5e-4 \
-      --warmup-steps 5 --output "$RUN"
-fi
-kg2text benchmark --speed "$RUN" --repeats "${REPEATS:-3}"
+kg2text benchmark --speed "${RUN:-results/main-job}" --repeats "${REPEATS:-3}" --inputs "${INPUTS:-32}"

@@ -49,3 +49,36 @@ def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp
     table = (tmp_path / "speed.md").read_text()
     assert "| b32-beam5 |" in table and "Command: `kg2text benchmark --speed RUN`" in table
     assert set(DTYPES) == {"float32", "bfloat16"} and "kg2text_int8" in data["b1-greedy"]
+
+
+@pytest.mark.parametrize("rows", [1, 5, 40])  # the int8 kernel below INT8_KERNEL_MAX_ROWS, dequantized bf16 above
+def test_int8_linear_is_within_a_percent_of_the_fp32_layer(rows):
+    from transformers.pytorch_utils import Conv1D
+
+    from kg2text.hardware import Int8Linear
+
+    torch.manual_seed(0)
+    linear, conv = torch.nn.Linear(96, 48), Conv1D(48, 96)
+    x = torch.randn(rows, 3, 96)
+    for layer in (linear, conv):
+        quantized = Int8Linear.of(layer)
+        assert quantized.weight_int8.dtype == torch.int8 and quantized.weight_int8.shape == (48, 96)
+        reference, out = layer(x), quantized(x)
+        assert out.shape == reference.shape and out.dtype == torch.bfloat16
+        assert (out.float() - reference).norm() < 0.01 * reference.norm()
+
+
+def test_int8_backbone_replaces_every_linear_layer_and_decodes_close_to_fp32(trained_run):
+    from kg2text.hardware import Int8Linear
+
+    fp32, int8 = load_for_generation(trained_run), load_for_generation(trained_run, dtype="int8")
+    model = int8.backbone.model
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    assert len(layers) == 1 + 4 * model.config.n_layer  # the LM head + c_attn, c_proj, c_fc, mlp c_proj per layer
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    ids = torch.tensor([fp32.backbone.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        reference = fp32.lm.logits(ids, torch.ones_like(ids))[0, -1]
+        fast = int8.lm.logits(ids, torch.ones_like(ids))[0, -1].float()
+    assert (fast - reference).abs().max() < 0.05 * reference.abs().max()
+    assert decode_prompts(int8.lm, [PROMPT], DecodeConfig(num_beams=2, max_new_tokens=6))[0]
