@@ -46,9 +46,10 @@ class Verbalizer:
         self.loaded, self.decode = loaded, decode
 
     @classmethod
-    def load(cls, run: str | Path | Mapping[str, str | Path], backbone: str | None = None, dtype: str = "float32",
-             **decode: object) -> Verbalizer:
-        """Load a run folder (or ``{"webnlg": RUN1, "e2e": RUN2}`` for several tasks on one backbone).
+    def load(cls, run: str | Path | Mapping[str, str | Path] = "webnlg", backbone: str | None = None,
+             dtype: str = "float32", **decode: object) -> Verbalizer:
+        """Load a run folder (or ``{"webnlg": RUN1, "e2e": RUN2}`` for several tasks on one backbone); a bare
+        ``"webnlg"`` (the default) or ``"e2e"`` is the prefix shipped with kg2text.
 
         ``decode`` sets the decoding defaults (``num_beams=5``, ``max_new_tokens=100``, ...: ``DecodeConfig``).
         """

@@ -24,6 +24,7 @@ from kg2text.errors import UserError
 from kg2text.methods import artifact_shape, virtual_length
 
 PREFIX_FILE = "prefix.safetensors"
+SHIPPED_DIR = Path(__file__).resolve().parent / "prefixes"  # prefixes that come with the package, by task name
 FORMAT_VERSION = 2  # 2: the header carries a digest of itself, so an edited header is refused too
 HEADER_FIELDS = {"format_version": int, "backbone": str, "backbone_fingerprint": str, "shape": list, "dtype": str,
                  "sha256": str, "format": str, "method": str}
@@ -78,12 +79,24 @@ def save_prefix(run_dir: Path, prefix: torch.Tensor, backbone: Backbone, header:
     return path
 
 
+def shipped_prefixes() -> dict[str, Path]:
+    """Task name -> prefix file shipped inside the package (``kg2text/prefixes/TASK.safetensors``)."""
+    return {path.stem: path for path in sorted(SHIPPED_DIR.glob("*.safetensors"))}
+
+
 def _prefix_path(run: Path) -> Path:
+    """The prefix file of a run folder, a prefix file, or a bare shipped task name (``webnlg``, ``e2e``).
+
+    A folder or file of that name in the current directory wins over the shipped prefix."""
     run = Path(run)
+    shipped = shipped_prefixes()
+    if not run.exists() and str(run) in shipped:
+        return shipped[str(run)]
     path = run / PREFIX_FILE if run.is_dir() else run
     if not path.is_file():
+        names = f" or a shipped prefix name ({', '.join(shipped)})" if shipped else ""
         raise UserError(f"no trained prefix at {run}: expected a run folder containing {PREFIX_FILE} "
-                        "(made by 'kg2text train')")
+                        f"(made by 'kg2text train'){names}")
     return path
 
 

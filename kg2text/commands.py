@@ -29,8 +29,13 @@ def _decode_config(args: argparse.Namespace) -> DecodeConfig:
                         args.batch_size, args.decoder)
 
 
-def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:
-    """``--prefix RUN`` once, or ``--prefix task=RUN`` several times (one base model, many tasks)."""
+DEFAULT_PREFIX = "webnlg"  # the WebNLG prefix shipped in the package (kg2text/prefixes/)
+
+
+def _prefix_runs(specs: list[str] | None) -> Path | dict[str, Path]:
+    """``--prefix RUN`` once, or ``--prefix task=RUN`` several times (one base model, many tasks); none: the
+    shipped WebNLG prefix."""
+    specs = specs or [DEFAULT_PREFIX]
     if len(specs) == 1 and "=" not in specs[0]:
         return Path(specs[0])
     runs = {}
@@ -125,6 +130,7 @@ def _test_records(args: argparse.Namespace, loaded: LoadedPrefix) -> tuple[list[
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    args.prefix = args.prefix or [DEFAULT_PREFIX]
     if len(args.prefix) != 1:
         raise UserError("evaluate takes one --prefix run")
     loaded = _load(args)
@@ -133,7 +139,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     hypotheses = generate_sentences(loaded, [r.items for r in records], _decode_config(args), progress=True)
     elapsed = time.perf_counter() - started
     scores = evaluate(hypotheses, records)
-    out = args.output or Path(args.prefix[0]) / "eval" / name
+    run = Path(args.prefix[0])
+    out = args.output or (run / "eval" / name if run.exists() else Path("eval") / f"{run}-{name}")  # shipped: ./eval
     command = "kg2text " + shlex.join(sys.argv[1:])
     atomic_write_text(out / "hypotheses.txt", "\n".join(hypotheses) + "\n")
     report = {"dataset": args.test_file or args.dataset, "split": None if args.test_file else args.split,

@@ -53,6 +53,16 @@ FIGURES = [
      "{0[sentences_per_s]:.2f} sentences/s for one client sending one request at a time "
      "(p50 {0[p50_latency_s]:.2f} s)"),
     ("", lambda: _value("results/serve/load.json", "concurrent"), "**{0[lost]} lost, {0[wrong]}"),
+    *[("| WebNLG 2017 test | 1,862 |", lambda key=key: " / ".join(
+        f"{_value('results/release/webnlg/scores.json', f'{key}.{g}.bleu'):.2f}" for g in ("all", "seen", "unseen")),
+       "{}") for key in ("scores", "scores_challenge")],
+    ("| E2E test (trained on E2E dev) | 630 |", lambda: _value("results/release/e2e/scores.json", "scores.all.bleu"),
+     "| {:.2f} |"),
+    ("| E2E test (trained on E2E dev) | 630 |", lambda: _value("results/release/e2e/scores.json", "slot_error_rate"),
+     "slot error rate {:.2f}%"),
+    *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
+      for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
+    ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
     *[(f"| {run} |", lambda run=run: _value(f"results/hogwarts/{run}/scores.json", "scores.all.bleu"), "{:.2f}")
       for run in ("scratch-10", "init-from-10", "scratch-30", "init-from-30")],
 ]
