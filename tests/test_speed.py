@@ -18,15 +18,18 @@ def test_cpu_info_names_the_model_and_only_known_flags():
                                   "amx_tile"}
 
 
+def _next_token_logits(loaded) -> torch.Tensor:
+    ids = torch.tensor([loaded.backbone.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        return loaded.lm.logits(ids, torch.ones_like(ids))[0, -1].float()
+
+
 def test_bf16_backbone_decodes_close_to_fp32(trained_run):
     fp32 = load_for_generation(trained_run)
     bf16 = load_for_generation(trained_run, dtype="bfloat16")
     assert bf16.backbone.model.dtype == torch.bfloat16 and fp32.backbone.model.dtype == torch.float32
-    ids = torch.tensor([fp32.backbone.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
-    with torch.no_grad():
-        reference = fp32.lm.logits(ids, torch.ones_like(ids))[0, -1]
-        fast = bf16.lm.logits(ids, torch.ones_like(ids))[0, -1].float()
-    assert (fast - reference).abs().max() < 0.05 * reference.abs().max()
+    reference = _next_token_logits(fp32)
+    assert (_next_token_logits(bf16) - reference).abs().max() < 0.05 * reference.abs().max()
     assert decode_prompts(bf16.lm, [PROMPT], DecodeConfig(num_beams=2, max_new_tokens=6))[0]
 
 
@@ -76,9 +79,6 @@ def test_int8_backbone_replaces_every_linear_layer_and_decodes_close_to_fp32(tra
     layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
     assert len(layers) == 1 + 4 * model.config.n_layer  # the LM head + c_attn, c_proj, c_fc, mlp c_proj per layer
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
-    ids = torch.tensor([fp32.backbone.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
-    with torch.no_grad():
-        reference = fp32.lm.logits(ids, torch.ones_like(ids))[0, -1]
-        fast = int8.lm.logits(ids, torch.ones_like(ids))[0, -1].float()
-    assert (fast - reference).abs().max() < 0.05 * reference.abs().max()
+    reference = _next_token_logits(fp32)
+    assert (_next_token_logits(int8) - reference).abs().max() < 0.05 * reference.abs().max()
     assert decode_prompts(int8.lm, [PROMPT], DecodeConfig(num_beams=2, max_new_tokens=6))[0]
