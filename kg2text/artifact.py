@@ -84,17 +84,19 @@ def shipped_prefixes() -> dict[str, Path]:
     return {path.stem: path for path in sorted(SHIPPED_DIR.glob("*.safetensors"))}
 
 
-def _prefix_path(run: Path) -> Path:
-    """The prefix file of a run folder, a prefix file, or a bare shipped task name (``webnlg``, ``e2e``).
+def shipped_prefix(run: Path) -> Path | None:
+    """The shipped file a bare task name (``webnlg``, ``e2e``) stands for; a file or folder of that name wins."""
+    return None if Path(run).exists() else shipped_prefixes().get(str(run))
 
-    A folder or file of that name in the current directory wins over the shipped prefix."""
+
+def _prefix_path(run: Path) -> Path:
+    """The prefix file of a run folder, a prefix file, or a bare shipped task name."""
     run = Path(run)
-    shipped = shipped_prefixes()
-    if not run.exists() and str(run) in shipped:
-        return shipped[str(run)]
+    if shipped := shipped_prefix(run):
+        return shipped
     path = run / PREFIX_FILE if run.is_dir() else run
     if not path.is_file():
-        names = f" or a shipped prefix name ({', '.join(shipped)})" if shipped else ""
+        names = f" or a shipped prefix name ({', '.join(shipped_prefixes())})" if shipped_prefixes() else ""
         raise UserError(f"no trained prefix at {run}: expected a run folder containing {PREFIX_FILE} "
                         f"(made by 'kg2text train'){names}")
     return path

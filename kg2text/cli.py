@@ -43,6 +43,9 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                        "tested against (default: kg2text)")
 
 
+DEFAULT_PREFIX = "webnlg"  # the WebNLG prefix shipped in the package (kg2text/prefixes/)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kg2text", description="Teach a frozen language model to verbalise knowledge-base triples by "
@@ -200,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "prefix", False) is None:  # generate/evaluate/serve without --prefix: the shipped one
+        args.prefix = [DEFAULT_PREFIX]
     try:
         from kg2text import commands
 

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from kg2text.api import Verbalizer, evaluate
-from kg2text.artifact import atomic_write_text
+from kg2text.artifact import atomic_write_text, shipped_prefix
 from kg2text.backbones import load_backbone
 from kg2text.data import Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
@@ -29,13 +29,8 @@ def _decode_config(args: argparse.Namespace) -> DecodeConfig:
                         args.batch_size, args.decoder)
 
 
-DEFAULT_PREFIX = "webnlg"  # the WebNLG prefix shipped in the package (kg2text/prefixes/)
-
-
-def _prefix_runs(specs: list[str] | None) -> Path | dict[str, Path]:
-    """``--prefix RUN`` once, or ``--prefix task=RUN`` several times (one base model, many tasks); none: the
-    shipped WebNLG prefix."""
-    specs = specs or [DEFAULT_PREFIX]
+def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:
+    """``--prefix RUN`` once, or ``--prefix task=RUN`` several times (one base model, many tasks)."""
     if len(specs) == 1 and "=" not in specs[0]:
         return Path(specs[0])
     runs = {}
@@ -130,7 +125,6 @@ def _test_records(args: argparse.Namespace, loaded: LoadedPrefix) -> tuple[list[
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    args.prefix = args.prefix or [DEFAULT_PREFIX]
     if len(args.prefix) != 1:
         raise UserError("evaluate takes one --prefix run")
     loaded = _load(args)
@@ -140,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     scores = evaluate(hypotheses, records)
     run = Path(args.prefix[0])
-    out = args.output or (run / "eval" / name if run.exists() else Path("eval") / f"{run}-{name}")  # shipped: ./eval
+    out = args.output or (Path("eval") / f"{run}-{name}" if shipped_prefix(run) else run / "eval" / name)
     command = "kg2text " + shlex.join(sys.argv[1:])
     atomic_write_text(out / "hypotheses.txt", "\n".join(hypotheses) + "\n")
     report = {"dataset": args.test_file or args.dataset, "split": None if args.test_file else args.split,

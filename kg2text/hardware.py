@@ -82,12 +82,9 @@ class Int8Linear(torch.nn.Module):
         return cls(weight, module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        if rows.dtype != torch.bfloat16:
-            rows = rows.to(torch.bfloat16)
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
         if rows.shape[0] < INT8_KERNEL_MAX_ROWS:
-            out = torch._weight_int8pack_mm(rows if rows.is_contiguous() else rows.contiguous(), self.weight_int8,
-                                            self.scale)
+            out = torch._weight_int8pack_mm(rows.contiguous(), self.weight_int8, self.scale)
         else:
             out = torch.nn.functional.linear(rows, self.dequantized)
         if self.bias is not None:
