@@ -1,4 +1,9 @@
-"""The PEFT anchors kg2text is compared with, and the check that they really use their adapter.
+"""The PEFT anchors kg2text is compared with, how they train, and the check that they really use their adapter.
+
+``fit`` trains an anchor (a PEFT model, or the full model) the way kg2text trains: the same examples, batch
+order, AdamW, clipping and schedule (steps, or ``--max-minutes`` decaying in wall-clock time), but through
+the model's own forward with ``labels=``. ``train_peft_prefix`` is PEFT's prefix tuning trained that way for
+a whole run, saved in kg2text's prefix format so that both are decoded and scored by the same code.
 
 An upstream release can make PEFT decode without its prefix and say nothing (transformers 5.24.0 with
 PEFT 0.21: generation ignores the prefix cache PEFT passes). A benchmark row scored that way compares
@@ -7,10 +12,25 @@ kg2text with the bare backbone, a wrong number, so every PEFT model is probed be
 
 from __future__ import annotations
 
-import torch
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
 
-from kg2text.backbones import Backbone
+import datasets
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from kg2text.artifact import atomic_write_text, save_prefix
+from kg2text.backbones import Backbone, load_backbone
+from kg2text.batching import collate, epoch_batches
 from kg2text.errors import UserError
+from kg2text.export import prefix_from_peft_embeddings
+from kg2text.prefix import PrefixConfig
+from kg2text.rundir import prepare_run_dir
+from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, time_schedule
 
 PROBE = " | Harry Potter : education : Hogwarts"
 
@@ -73,3 +93,86 @@ def require_adapter_effect(model, backbone: Backbone) -> None:
         raise UserError(f"PEFT {peft.__version__} with transformers {transformers.__version__} decodes without its "
                         f"adapter ({reason}), so any PEFT figure would be the bare backbone's; install the tested "
                         "set: pip install -c constraints.txt -e '.[bench]'")
+
+
+def fit(model, examples: datasets.Dataset, pad_id: int, config: TrainConfig, log_path: Path | None = None) -> dict:
+    """Train ``model``'s trainable parameters as kg2text's loop would; returns tokens, seconds and the loss curve.
+
+    Ends after ``config.max_steps``, else when ``config.max_minutes`` run out, else after ``config.epochs``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    lengths = [len(ids) for ids in examples["input_ids"]]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    progress = {"step": 0, "tokens": 0, "elapsed_s": 0.0}
+    epoch_steps = math.ceil(len(lengths) / config.batch_size)
+    total = config.max_steps or (math.inf if config.max_minutes else max(1, math.ceil(config.epochs * epoch_steps)))
+    scheduler = time_schedule(optimizer, config.max_minutes, config.warmup_steps, progress) if config.max_minutes \
+        else get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total)
+    curve, window, started, epoch = [], [], time.perf_counter(), 0
+    bar = tqdm(total=None if total == math.inf else total, desc="training (anchor)", unit="step")
+    while progress["step"] < total:
+        for batch_ids in epoch_batches(lengths, config.batch_size, config.seed, epoch):
+            batch = collate([examples[i] for i in batch_ids], pad_id)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            progress["step"] += 1
+            progress["tokens"] += int(batch["attention_mask"].sum())
+            progress["elapsed_s"] = time.perf_counter() - started
+            window.append(loss.item())
+            if config.max_minutes and progress["elapsed_s"] >= config.max_minutes * 60:
+                total = progress["step"]
+            bar.update(1)
+            if progress["step"] % config.log_every == 0 or progress["step"] == total:
+                entry = {"step": progress["step"], "loss": round(sum(window) / len(window), 5),
+                         "lr": scheduler.get_last_lr()[0], "tokens": progress["tokens"],
+                         "elapsed_s": round(progress["elapsed_s"], 2),
+                         "tokens_per_s": round(progress["tokens"] / progress["elapsed_s"], 1)}
+                curve.append(entry)
+                window = []
+                if log_path:
+                    with log_path.open("a") as log:
+                        log.write(json.dumps(entry) + "\n")
+            if progress["step"] >= total:
+                break
+        epoch += 1
+    bar.close()
+    return {"train_tokens": progress["tokens"], "train_seconds": progress["elapsed_s"], "loss_curve": curve,
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+def peft_prefix_tensor(model) -> torch.Tensor:
+    """A PEFT prefix-tuning model's prefix in kg2text's layout ``(L, 2, kv_heads, P, head_dim)``: the output of
+    its MLP, which PEFT recomputes at every forward, computed once."""
+    config = model.active_peft_config
+    with torch.no_grad():
+        embeddings = model.get_prompt_embedding_to_save(model.active_adapter)
+    return prefix_from_peft_embeddings(embeddings, config.num_layers, config.num_attention_heads)
+
+
+def train_peft_prefix(config: TrainConfig, backbone: Backbone | None = None) -> Path:
+    """PEFT's prefix tuning (MLP on) trained with kg2text's data and schedule; writes a run folder that
+    ``kg2text evaluate --prefix`` reads (``prefix.safetensors``) plus PEFT's own ``adapter/``."""
+    import peft
+
+    config.validate()
+    if config.method != "prefix" or config.dev_file or config.init_text or config.init_from or config.grad_accum > 1:
+        raise UserError("the PEFT anchor trains plain prefix tuning: no --method, --dev-file, --init-text, "
+                        "--init-from or --grad-accum")
+    backbone = backbone or load_backbone(config.backbone)
+    run_dir = prepare_run_dir(Path(config.output), resume=False)
+    examples = load_training_set(config, backbone)
+    model = peft_model("peft-prefix", backbone, config.prefix_length, config.mlp_hidden, config.seed)
+    atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
+    (run_dir / "train_log.jsonl").write_text("")
+    stats = fit(model, examples, backbone.tokenizer.pad_token_id, config, run_dir / "train_log.jsonl")
+    model.eval()
+    model.save_pretrained(run_dir / "adapter")
+    prefix = peft_prefix_tensor(model).to(SAVE_DTYPES[config.save_dtype])
+    header = {"method": "prefix", "format": config.format_name, "dataset": config.dataset,
+              "method_config": PrefixConfig(config.prefix_length, config.mlp_hidden).to_dict(),
+              "trainable_params": stats["trainable_params"], "train_config": asdict(config),
+              "trained_by": f"peft {peft.__version__} (PrefixTuningConfig, prefix_projection=True)"}
+    return save_prefix(run_dir, prefix, backbone, header)

@@ -25,8 +25,11 @@ from kg2text.linearize import Item
 from kg2text.metrics import (
     challenge_bleu,
     chrf_pp,
+    cider,
     corpus_bleu,
     e2e_slot_error_rate,
+    nist,
+    rouge_l,
     scores_by_group,
     webnlg_coverage,
 )
@@ -114,7 +117,7 @@ def evaluate(hypotheses: Sequence[str], references: Sequence[Sequence[str]] | Se
 
     Returns sacrebleu BLEU (``bleu``) and the WebNLG challenge's BLEU (``bleu_challenge``), each for ``all``
     entries and, where ``seen`` is given (or the records say), ``seen`` / ``unseen``; chrF++; and with records,
-    faithfulness: entity coverage (triples) or slot error rate (E2E slots).
+    faithfulness: entity coverage (triples) or, for E2E slots, slot error rate with NIST, ROUGE-L and CIDEr.
     """
     grouped = bool(references) and isinstance(references[0], Record)
     records = list(references) if grouped else [
@@ -130,6 +133,10 @@ def evaluate(hypotheses: Sequence[str], references: Sequence[Sequence[str]] | Se
     kinds = {len(r.items[0]) for r in records if r.items}
     if kinds == {3}:
         scores["entity_coverage"] = round(webnlg_coverage(records, hypotheses), 2)
-    elif kinds == {2}:
+    elif kinds == {2}:  # the E2E challenge's word-overlap scores besides BLEU
+        references = [r.references for r in records]
         scores["slot_error_rate"] = round(e2e_slot_error_rate(records, hypotheses), 2)
+        scores["nist"] = round(nist(hypotheses, references), 4)
+        scores["rouge_l"] = round(rouge_l(hypotheses, references), 2)
+        scores["cider"] = round(cider(hypotheses, references), 4)
     return scores

@@ -27,18 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from transformers import get_linear_schedule_with_warmup
 
-from kg2text.anchors import generate_with, peft_model, require_adapter_effect
+from kg2text.anchors import fit, generate_with, peft_model, require_adapter_effect
 from kg2text.artifact import read_prefix
 from kg2text.backbones import Backbone, load_backbone
-from kg2text.batching import collate, encode_examples, epoch_batches
+from kg2text.batching import encode_examples
 from kg2text.data import read_records, training_pairs
 from kg2text.errors import UserError
 from kg2text.generate import DecodeConfig, decode_batched, decode_prompts, load_for_generation
 from kg2text.linearize import DEFAULT_FORMAT, get_format, model_prompt
 from kg2text.metrics import (
     chrf_pp,
+    cider,
     corpus_bleu,
     e2e_slot_error_rate,
     nist,
@@ -91,8 +91,8 @@ PRESETS = {
 }
 E2E_NOTE = ("The E2E train set is not available offline: this preset trains on E2E dev and tests on E2E test. "
             "NIST is our implementation of mteval's formula (not bit-exact with mteval-v13a's tokenisation). "
-            "METEOR and CIDEr are not reported: no offline implementation among our dependencies "
-            "(METEOR needs Java and WordNet data; CIDEr's reference code is not on PyPI in a usable form).")
+            "CIDEr is our CIDEr-D on whitespace tokens (coco-caption tokenises with PTB's Java tokeniser). "
+            "METEOR is not reported: it needs Java and WordNet data.")
 
 
 def _examples(preset: Preset, backbone: Backbone):
@@ -111,26 +111,9 @@ def _train_other(method: str, preset: Preset, backbone: Backbone, out: Path) -> 
         model.requires_grad_(True)
     else:
         model = peft_model(method, backbone, preset.prefix_length, preset.mlp_hidden, preset.seed)
-    examples = _examples(preset, backbone)
-    lengths = [len(ids) for ids in examples["input_ids"]]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=preset.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, preset.warmup_steps, preset.steps)
-    log, tokens, started, step = [], 0, time.perf_counter(), 0
-    while step < preset.steps:
-        for batch_ids in epoch_batches(lengths, preset.batch_size, preset.seed, 0):
-            batch = collate([examples[i] for i in batch_ids], backbone.tokenizer.pad_token_id)
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step, tokens = step + 1, tokens + int(batch["attention_mask"].sum())
-            log.append({"step": step, "loss": loss.item(), "elapsed_s": time.perf_counter() - started})
-            if step >= preset.steps:
-                break
-    elapsed = time.perf_counter() - started
+    config = TrainConfig(output=str(out), max_steps=preset.steps, batch_size=preset.batch_size, lr=preset.lr,
+                         warmup_steps=preset.warmup_steps, seed=preset.seed, log_every=1)
+    stats = fit(model, _examples(preset, backbone), backbone.tokenizer.pad_token_id, config)
     model.eval()
     if method == "full-ft":
         model.requires_grad_(False)
@@ -138,9 +121,7 @@ def _train_other(method: str, preset: Preset, backbone: Backbone, out: Path) -> 
     else:
         model.save_pretrained(out / "adapter")
         artifact = sum(f.stat().st_size for f in (out / "adapter").rglob("*") if f.is_file())
-    stats = {"trainable_params": sum(p.numel() for p in params), "artifact_bytes": artifact, "train_tokens": tokens,
-             "train_seconds": elapsed, "loss_curve": log}
-    return model, stats
+    return model, {**stats, "artifact_bytes": artifact}
 
 
 def _train_kg2text(method: str, preset: Preset, backbone: Backbone, out: Path) -> tuple[object, dict]:
@@ -219,6 +200,7 @@ def quality(dataset: str, records, hypotheses: list[str]) -> dict:
     else:
         scores["slot_error_rate"] = e2e_slot_error_rate(records, hypotheses)
         scores["nist"] = nist(hypotheses, references)
+        scores["cider"] = cider(hypotheses, references)
     return scores
 
 

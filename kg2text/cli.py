@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=100, help="steps between dev losses (default: 100)")
     train.add_argument("--skip-bad", action="store_true",
                        help="skip bad rows of --train-file/--dev-file (counted) instead of stopping at the first")
-    train.add_argument("--format", help="linearization: webnlg, webnlg-tags, e2e (default: the dataset's; a pair "
-                       "file's from its inputs)")
+    train.add_argument("--format", help="linearization: webnlg, webnlg-tags, webnlg-words (predicates as words: "
+                       "'birth place'), e2e (default: the dataset's; a pair file's from its inputs)")
     train.add_argument("--method", default="prefix", choices=["prefix", "prompt", "prefix-hidden"],
                        help="prefix: key/value prefix in every layer (Li & Liang); prompt: soft prompt on the "
                        "input embeddings only (Lester et al.); prefix-hidden: learned hidden states prepended inside "
@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the unfinished run in --output from its last checkpoint, with its saved settings")
     train.add_argument("--from-previous", action="store_true",
                        help="with --resume: if the newest checkpoint is damaged, continue from the one before it")
+    train.add_argument("--trainer", default="kg2text", choices=["kg2text", "peft"],
+                       help="whose prefix tuning runs: kg2text's (default) or, for comparisons, Hugging Face PEFT's "
+                       "PrefixTuningConfig trained with the same data, batches, optimizer and schedule (needs peft: "
+                       "pip install -e '.[bench]'; no --resume); it is saved as a kg2text prefix, so evaluate reads it")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (default: 10)")
 
@@ -145,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--skip-bad", action="store_true", help="skip bad rows of --test-file (counted)")
     ev.add_argument("--limit", type=int, help="score N entries spread evenly over the split (a quick slice)")
     ev.add_argument("--output", type=Path, help="folder for the results (default: RUN/eval/DATASET-SPLIT)")
+    ev.add_argument("--hypotheses", type=Path, help="score these sentences (one per line, in the entries' order) "
+                    "instead of decoding: re-score a finished run, or score another system's outputs; no model loads "
+                    "(default --output: the file's folder)")
     _add_decode_args(ev)
     srv = commands.add_parser("serve", help="serve sentences over HTTP (FastAPI): batching, limits, a page",
                               description="Load the backbone and the prefixes once and serve POST /generate, "

@@ -69,10 +69,25 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.from_previous and not args.resume:
         raise UserError("--from-previous goes with --resume")
-    path = train(train_config(args), resume=args.resume, from_previous=args.from_previous)
+    if args.trainer == "peft":
+        path = _train_peft(args)
+    else:
+        path = train(train_config(args), resume=args.resume, from_previous=args.from_previous)
     if path is not None:  # the main process reports
         print(f"saved prefix: {path} ({path.stat().st_size / 1024:.1f} KiB) in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _train_peft(args: argparse.Namespace) -> Path:
+    if args.resume:
+        raise UserError("--trainer peft runs have no checkpoints: start them again instead of --resume")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise UserError("--trainer peft needs peft: pip install -c constraints.txt -e '.[bench]'") from None
+    from kg2text.anchors import train_peft_prefix
+
+    return train_peft_prefix(train_config(args))
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -107,13 +122,13 @@ def scores_markdown(title: str, scores: dict, command: str) -> str:
     return f"# {title}\n\n{head}\n{rows}\n\n{others}\n\nCommand: `{command}`\n"
 
 
-def _test_records(args: argparse.Namespace, loaded: LoadedPrefix) -> tuple[list[Record], str]:
+def _test_records(args: argparse.Namespace, loaded: LoadedPrefix | None) -> tuple[list[Record], str]:
     """The entries to score and their name: a test file's or a dataset split's (``--limit`` of them)."""
     if args.test_file:
         records, skipped = read_pair_file(args.test_file, args.skip_bad)
         if skipped:
             print(f"kg2text: skipped {len(skipped)} bad row(s); first: {skipped[0]}", file=sys.stderr)
-        wanted = next(iter(loaded.formats.values())).name
+        wanted = next(iter(loaded.formats.values())).name if loaded else file_format(records)
         if file_format(records) != file_format_of(wanted):
             raise UserError(f"--test-file {args.test_file}: its inputs are not in the prefix's format ({wanted})")
         name = Path(args.test_file).stem
@@ -127,31 +142,66 @@ def _test_records(args: argparse.Namespace, loaded: LoadedPrefix) -> tuple[list[
 def run_evaluate(args: argparse.Namespace) -> int:
     if len(args.prefix) != 1:
         raise UserError("evaluate takes one --prefix run")
-    loaded = _load(args)
+    loaded = None if args.hypotheses else _load(args)
     records, name = _test_records(args, loaded)
     started = time.perf_counter()
-    hypotheses = generate_sentences(loaded, [r.items for r in records], _decode_config(args), progress=True)
+    if loaded:
+        hypotheses = generate_sentences(loaded, [r.items for r in records], _decode_config(args), progress=True)
+    else:
+        hypotheses = _read_hypotheses(args.hypotheses, len(records))
     elapsed = time.perf_counter() - started
     scores = evaluate(hypotheses, records)
     run = Path(args.prefix[0])
-    out = args.output or (Path("eval") / f"{run}-{name}" if shipped_prefix(run) else run / "eval" / name)
+    out = args.output or (args.hypotheses.parent if args.hypotheses else
+                          Path("eval") / f"{run}-{name}" if shipped_prefix(run) else run / "eval" / name)
     command = "kg2text " + shlex.join(sys.argv[1:])
-    atomic_write_text(out / "hypotheses.txt", "\n".join(hypotheses) + "\n")
+    if loaded:
+        atomic_write_text(out / "hypotheses.txt", "\n".join(hypotheses) + "\n")
     report = {"dataset": args.test_file or args.dataset, "split": None if args.test_file else args.split,
               "entries": len(records), "scores": scores["bleu"], "scores_challenge": scores["bleu_challenge"],
               **{k: v for k, v in scores.items() if k not in ("bleu", "bleu_challenge", "entries")},
               "metric": "scores: sacrebleu corpus BLEU, all references; scores_challenge: the WebNLG 2017 "
                         "challenge's BLEU (its preprocessing, lower-cased multi-bleu.perl, first 3 references)",
-              "decode": {**vars(_decode_config(args)), "dtype": args.dtype},
-              "backbone": loaded.header["backbone"], "prefix": args.prefix[0], "decode_seconds": round(elapsed, 1),
               "machine": cpu_info(), "command": command}
+    if loaded:
+        report |= {"decode": {**vars(_decode_config(args)), "dtype": args.dtype},
+                   "backbone": loaded.header["backbone"], "prefix": args.prefix[0], "decode_seconds": round(elapsed, 1)}
+    else:
+        report |= {"hypotheses": str(args.hypotheses)} | _kept_decode_facts(out / "scores.json")
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "scores.md", scores_markdown(f"{name}: {loaded.header['backbone']}", scores, command))
+    title = f"{name}: {report.get('backbone', args.hypotheses)}"
+    atomic_write_text(out / "scores.md", scores_markdown(title, scores, command))
     for group, score in scores["bleu"].items():
         print(f"BLEU {group:>6}: {score['bleu']:6.2f}  challenge BLEU {scores['bleu_challenge'][group]['bleu']:6.2f}  "
               f"({score['entries']} entries)")
-    print(f"wrote {out}/scores.json, scores.md, hypotheses.txt")
+    print(f"wrote {out}/scores.json, scores.md" + ("" if args.hypotheses else ", hypotheses.txt"))
     return 0
+
+
+def _read_hypotheses(path: Path, entries: int) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--hypotheses {path}: cannot read it ({err})") from None
+    if len(lines) != entries:
+        raise UserError(f"--hypotheses {path}: {len(lines)} lines for {entries} entries (one sentence per entry, in "
+                        "order; did --limit or --split differ from the decoding run?)")
+    return lines
+
+
+def _kept_decode_facts(path: Path) -> dict:
+    """Re-scoring a finished evaluation keeps what its scores.json said about the decoding (settings, time)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict):
+        return {}
+    keys = ("decode", "backbone", "prefix", "decode_seconds", "machine")
+    kept = {key: earlier[key] for key in keys if key in earlier}
+    if "command" in earlier:
+        kept["decode_command"] = earlier.get("decode_command", earlier["command"])
+    return kept
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Interop: write a kg2text prefix as a Hugging Face PEFT prefix-tuning adapter.
+"""Interop: write a kg2text prefix as a Hugging Face PEFT prefix-tuning adapter, and read PEFT's layout back.
 
 PEFT's ``PrefixTuningConfig(prefix_projection=False)`` keeps the whole prefix in one embedding of
 shape ``(P, layers * 2 * kv_heads * head_dim)`` and views it as ``(P, layers * 2, heads, head_dim)``;
@@ -21,6 +21,12 @@ def peft_prompt_embeddings(prefix: torch.Tensor) -> torch.Tensor:
     """``(L, 2, H, P, D)`` -> PEFT's ``(P, L * 2 * H * D)``."""
     layers, _, heads, length, head_dim = prefix.shape
     return prefix.permute(3, 0, 1, 2, 4).reshape(length, layers * 2 * heads * head_dim).contiguous()
+
+
+def prefix_from_peft_embeddings(embeddings: torch.Tensor, layers: int, heads: int) -> torch.Tensor:
+    """PEFT's ``(P, L * 2 * H * D)`` -> ``(L, 2, H, P, D)``: the inverse of ``peft_prompt_embeddings``."""
+    length = embeddings.shape[0]
+    return embeddings.reshape(length, layers, 2, heads, -1).permute(1, 2, 3, 0, 4).contiguous()
 
 
 def export_peft(run: Path, out: Path, base_model: str | None = None) -> Path:

@@ -89,6 +89,20 @@ def linearize_li_liang(triples: tuple[Item, ...]) -> str:
     return " ".join(f"| {clean_entity(s)} : {clean_entity(p)} : {clean_entity(o)}" for s, p, o in triples)
 
 
+def predicate_words(predicate: str) -> str:
+    """DBpedia's camelCase predicates as words: ``deathPlace`` -> ``death place``, ``ISBN_number`` -> ``ISBN number``.
+
+    The unseen WebNLG categories bring predicates never seen in training; as words the frozen model already
+    knows what they mean."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", clean_entity(predicate))
+    return " ".join(w.lower() if w[:1].isupper() and w[1:].islower() else w for w in spaced.split())
+
+
+def linearize_words(triples: tuple[Item, ...]) -> str:
+    """Li & Liang's source with the predicates as words: ``| Alan Bean : birth place : Wheeler, Texas``."""
+    return " ".join(f"| {clean_entity(s)} : {predicate_words(p)} : {clean_entity(o)}" for s, p, o in triples)
+
+
 def linearize_tags(triples: tuple[Item, ...]) -> str:
     """The tagged WebNLG source common in later work: ``<H> s <R> p <T> o``."""
     return " ".join(f"<H> {clean_entity(s)} <R> {clean_entity(p)} <T> {clean_entity(o)}" for s, p, o in triples)
@@ -112,6 +126,7 @@ class Format:
 FORMATS: dict[str, Format] = {
     "webnlg": Format("webnlg", parse_triples, linearize_li_liang, "Harry_Potter | education | Hogwarts"),
     "webnlg-tags": Format("webnlg-tags", parse_triples, linearize_tags, "Harry_Potter | education | Hogwarts"),
+    "webnlg-words": Format("webnlg-words", parse_triples, linearize_words, "Harry_Potter | education | Hogwarts"),
     "e2e": Format("e2e", parse_mr, linearize_e2e, "name[Alimentum], area[city centre]"),
 }
 

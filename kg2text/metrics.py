@@ -1,6 +1,6 @@
 """Scores: sacrebleu BLEU / chrF++ / TER against all references (overall and WebNLG seen / unseen),
-the WebNLG 2017 challenge's BLEU (what Li & Liang and DART report), ROUGE-L, and faithfulness
-(WebNLG entity coverage, E2E slot error rate)."""
+the WebNLG 2017 challenge's BLEU (what Li & Liang and DART report), the E2E challenge's NIST, ROUGE-L and
+CIDEr, and faithfulness (WebNLG entity coverage, E2E slot error rate)."""
 
 from __future__ import annotations
 
@@ -200,3 +200,47 @@ def nist(hypotheses: list[str], references: list[tuple[str, ...]], max_n: int = 
     beta = math.log(0.5) / math.log(1.5) ** 2  # penalty 0.5 at 2/3 of the reference length
     ratio = min(hyp_len / ref_len, 1.0) if ref_len else 0.0
     return score * (math.exp(beta * math.log(ratio) ** 2) if ratio > 0 else 0.0)
+
+
+def cider(hypotheses: list[str], references: list[tuple[str, ...]], max_n: int = 4, sigma: float = 6.0) -> float:
+    """CIDEr-D (Vedantam et al. 2015), the variant the E2E challenge's script reports (coco-caption's).
+
+    Per entry and n: cosine of tf-idf n-gram vectors (idf from the test references' document frequencies),
+    the hypothesis weight clipped by the reference's, times a Gaussian penalty on the length difference
+    (coco-caption counts length in bigrams); averaged over n and references, times 10, averaged over entries.
+    Our implementation on lower-cased whitespace tokens (coco-caption tokenises with PTB's Java tokeniser)."""
+    hyp_grams = [_gram_counts(h.lower().split(), max_n) for h in hypotheses]
+    ref_grams = [[_gram_counts(r.lower().split(), max_n) for r in refs] for refs in references]
+    frequency: Counter = Counter()
+    for refs in ref_grams:
+        frequency.update(set().union(*(set(grams) for grams in refs)))
+    log_entries = math.log(max(len(references), 1))
+
+    def tf_idf(grams: Counter) -> tuple[list[dict], list[float], int]:
+        vectors: list[dict] = [{} for _ in range(max_n)]
+        for gram, count in grams.items():
+            vectors[len(gram) - 1][gram] = count * (log_entries - math.log(max(1.0, frequency[gram])))
+        norms = [math.sqrt(sum(v * v for v in vector.values())) for vector in vectors]
+        return vectors, norms, sum(count for gram, count in grams.items() if len(gram) == 2)
+
+    def similarity(hyp: tuple, ref: tuple) -> float:
+        (hyp_vectors, hyp_norms, hyp_length), (ref_vectors, ref_norms, ref_length) = hyp, ref
+        penalty = math.exp(-((hyp_length - ref_length) ** 2) / (2 * sigma**2))
+        total = 0.0
+        for n in range(max_n):
+            dot = sum(min(w, ref_vectors[n].get(g, 0.0)) * ref_vectors[n].get(g, 0.0)
+                      for g, w in hyp_vectors[n].items())
+            if hyp_norms[n] and ref_norms[n]:
+                total += dot / (hyp_norms[n] * ref_norms[n]) * penalty
+        return total / max_n
+
+    scores = [10 * sum(similarity(tf_idf(hyp), tf_idf(ref)) for ref in refs) / len(refs)
+              for hyp, refs in zip(hyp_grams, ref_grams, strict=True)]
+    return sum(scores) / max(len(scores), 1)
+
+
+def _gram_counts(words: list[str], max_n: int) -> Counter:
+    counts: Counter = Counter()
+    for n in range(1, max_n + 1):
+        counts.update(_ngrams(words, n))
+    return counts

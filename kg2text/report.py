@@ -180,3 +180,170 @@ def write_report(data: dict, out: Path) -> None:
     atomic_write_text(out / "report.json", json.dumps(data, indent=1) + "\n")
     for r in results:
         print(summary_line(r))
+
+
+# The release report (scripts/release.sh): the shipped prefixes and the PEFT anchor on the full test sets,
+# and the short-budget exploration scored on one slice of WebNLG test.
+
+RELEASE_TASKS = ("webnlg", "e2e")
+EXPLORE_DIR = "explore"
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def _train_facts(folder: Path) -> dict:
+    config = _read_json(folder / "config.json")
+    last = json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
+    return {"train_minutes": config["max_minutes"], "train_steps": last["step"], "train_tokens": last["tokens"],
+            "train_tokens_per_s": last["tokens_per_s"], "final_loss": last["loss"]}
+
+
+def release_entry(folder: Path) -> dict:
+    """One scored run in the report's schema: WebNLG BLEU by category group, E2E BLEU and its other scores."""
+    scores = _read_json(folder / "scores.json")
+    entry = {"entries": scores["entries"], "num_beams": scores["decode"]["num_beams"]}
+    if scores["dataset"] == "webnlg":
+        entry |= {"bleu": {g: s["bleu"] for g, s in scores["scores"].items()},
+                  "bleu_challenge": {g: s["bleu"] for g, s in scores["scores_challenge"].items()},
+                  "chrf": scores["chrf++"], "coverage": scores["entity_coverage"]}
+    else:
+        entry |= {"bleu": scores["scores"]["all"]["bleu"], "nist": scores.get("nist"),
+                  "rouge_l": scores.get("rouge_l"), "cider": scores.get("cider"), "chrf": scores["chrf++"],
+                  "ser": scores["slot_error_rate"]}
+    return entry | {"decode_minutes": round(scores["decode_seconds"] / 60, 1), "command": scores["command"],
+                    "machine": scores["machine"]} | _train_facts(folder)
+
+
+def _slice_scores(folder: Path, limit: int) -> dict:
+    """A full-test run's scores on the exploration's slice (its sentences for those entries: decoding is
+    batch-independent, so they are what decoding the slice alone gives)."""
+    from kg2text.api import evaluate
+    from kg2text.commands import evenly_spaced
+    from kg2text.data import read_records
+
+    records = read_records("webnlg", "test")
+    hypotheses = (folder / "hypotheses.txt").read_text().splitlines()
+    picked = evenly_spaced(list(range(len(records))), limit)
+    return evaluate([hypotheses[i] for i in picked], [records[i] for i in picked])
+
+
+def _changes(config: dict, recipe: dict) -> str:
+    keys = ("lr", "warmup_steps", "prefix_length", "mlp_hidden", "batch_size", "format", "init_text", "dtype")
+    return ", ".join(f"{k} {config[k]}" for k in keys if config.get(k) != recipe.get(k)) or "the recipe"
+
+
+def exploration_rows(out: Path) -> list[dict]:
+    """Every exploration run, plus the release runs (kg2text and PEFT) scored on the same slice."""
+    recipe = _read_json(out / "webnlg" / "config.json")
+    rows = []
+    for folder in sorted((out / EXPLORE_DIR).glob("*/scores.json")):
+        folder = folder.parent
+        scores = _read_json(folder / "scores.json")
+        rows.append({"name": folder.name, "trainer": "kg2text",
+                     "changes": _changes(_read_json(folder / "config.json"), recipe),
+                     "bleu_challenge": {g: s["bleu"] for g, s in scores["scores_challenge"].items()},
+                     "bleu": scores["scores"]["all"]["bleu"], "entries": scores["entries"]} | _train_facts(folder))
+    limit = rows[0]["entries"] if rows else 400
+    for name, trainer in (("webnlg", "kg2text"), ("peft-webnlg", "peft")):
+        if (out / name / "scores.json").exists():
+            scores = _slice_scores(out / name, limit)
+            rows.append({"name": name, "trainer": trainer, "changes": "the recipe (release run)",
+                         "bleu_challenge": {g: s["bleu"] for g, s in scores["bleu_challenge"].items()},
+                         "bleu": scores["bleu"]["all"]["bleu"], "entries": limit} | _train_facts(out / name))
+    return sorted(rows, key=lambda r: (r["train_minutes"], r["trainer"], r["name"]))
+
+
+def _curve(rows: list[dict]) -> list[dict]:
+    """BLEU-A against training minutes: the recipe alone (kg2text), one point per budget."""
+    return [{"minutes": r["train_minutes"], **{g: r["bleu_challenge"][g] for g in ("all", "seen", "unseen")}}
+            for r in rows if r["trainer"] == "kg2text" and r["changes"].startswith("the recipe")]
+
+
+def _release_targets(report: dict) -> list[str]:
+    ours = report["webnlg"]["bleu_challenge"]
+    theirs = report["peft"]["webnlg"]["bleu_challenge"] if "webnlg" in report["peft"] else None
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    lines = [f"- WebNLG challenge BLEU-A >= 55: {ours['all']:.2f}, {verdict(ours['all'] >= 55)}",
+             f"- WebNLG challenge BLEU unseen >= 46: {ours['unseen']:.2f}, {verdict(ours['unseen'] >= 46)}"]
+    if theirs:
+        gain = ours["all"] - theirs["all"]
+        lines.append(f"- +2 BLEU-A over PEFT at the same budget: {ours['all']:.2f} vs {theirs['all']:.2f} "
+                     f"({gain:+.2f}), {verdict(gain >= 2)}")
+    return lines
+
+
+def write_release_report(out: Path) -> dict:
+    """``results/release/report.json`` and ``report.md`` (+ ``curve.png``) from the scored runs in ``out``."""
+    report: dict = {task: release_entry(out / task) for task in RELEASE_TASKS if (out / task / "scores.json").exists()}
+    report["peft"] = {task: release_entry(out / f"peft-{task}") for task in RELEASE_TASKS
+                      if (out / f"peft-{task}" / "scores.json").exists()}
+    report["train_minutes"] = report["webnlg"]["train_minutes"]
+    report["exploration"] = exploration_rows(out)
+    report["curve"] = _curve(report["exploration"])
+    report["command"] = "bash scripts/release.sh && bash scripts/release.sh explore"
+    md = ["# Release report: the shipped prefixes, the PEFT anchor, the short-budget exploration", "",
+          f"Command: `{report['command']}` (then `python scripts/release_report.py`). Machine: "
+          f"{report['webnlg']['machine']}.", "", "## Full test sets, beam 5, fp32 decoding", "",
+          _release_table(report), "", "## Targets", "", *_release_targets(report), "",
+          "## Exploration (WebNLG, short budgets, one slice of the test set)", "", _exploration_table(report), ""]
+    if report["curve"]:
+        md += ["![challenge BLEU against training minutes](curve.png)", ""]
+        _curve_plot(report["curve"], out / "curve.png")
+    atomic_write_text(out / "report.md", "\n".join(md))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _release_table(report: dict) -> str:
+    rows = ["| trainer | task | entries | BLEU all / seen / unseen | challenge BLEU all / seen / unseen | chrF++ | "
+            "faithfulness / other | trained | decoding |", "|---|---|---:|---|---|---:|---|---|---:|"]
+    for trainer, runs in (("kg2text", report), ("PEFT", report["peft"])):
+        for task in RELEASE_TASKS:
+            if task not in runs:
+                continue
+            e = runs[task]
+            trained = f"{e['train_minutes']:g} min, {e['train_steps']:,} steps, {e['train_tokens_per_s']:.0f} tok/s"
+            if task == "webnlg":
+                bleu = " / ".join(f"{e['bleu'][g]:.2f}" for g in ("all", "seen", "unseen"))
+                challenge = " / ".join(f"{e['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+                other = f"coverage {e['coverage']:.2f}%"
+            else:
+                bleu, challenge = f"{e['bleu']:.2f}", "–"
+                other = (f"SER {e['ser']:.2f}%, NIST {e['nist']:.2f}, ROUGE-L {e['rouge_l']:.2f}, "
+                         f"CIDEr {e['cider']:.2f}")
+            rows.append(f"| {trainer} | {task} | {e['entries']:,} | {bleu} | {challenge} | {e['chrf']:.2f} | "
+                        f"{other} | {trained} | {e['decode_minutes']:.1f} min |")
+    return "\n".join(rows)
+
+
+def _exploration_table(report: dict) -> str:
+    rows = ["| run | trainer | minutes | what differs from the recipe | steps | final loss | challenge BLEU "
+            "all / seen / unseen | BLEU (sacrebleu) | entries |", "|---|---|---:|---|---:|---:|---|---:|---:|"]
+    for r in report["exploration"]:
+        challenge = " / ".join(f"{r['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+        rows.append(f"| {r['name']} | {r['trainer']} | {r['train_minutes']:g} | {r['changes']} | "
+                    f"{r['train_steps']:,} | {r['final_loss']:.3f} | {challenge} | {r['bleu']:.2f} | {r['entries']} |")
+    return "\n".join(rows)
+
+
+def _curve_plot(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    minutes = [p["minutes"] for p in curve]
+    for group in ("all", "seen", "unseen"):
+        ax.plot(minutes, [p[group] for p in curve], marker="o", label=group)
+    ax.set(xlabel="training minutes (2 CPU cores)", ylabel="challenge BLEU (test slice)",
+           title="WebNLG: BLEU against training time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

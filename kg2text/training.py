@@ -168,7 +168,7 @@ def load_dev_set(config: TrainConfig, backbone: Backbone) -> datasets.Dataset | 
 
 
 def file_format_of(format_name: str) -> str:
-    """The kind of input a linearization format reads (webnlg-tags reads triples as webnlg does)."""
+    """The kind of input a linearization format reads (webnlg-tags and webnlg-words read triples as webnlg does)."""
     return "e2e" if format_name == "e2e" else "webnlg"
 
 
@@ -216,7 +216,7 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
                                        max(1, math.ceil(config.epochs * steps_per_epoch)))
     optimizer = torch.optim.AdamW(tuner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     progress = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "elapsed_s": 0.0, "log_lines": 0}
-    scheduler = time_schedule(optimizer, config, progress) if config.max_minutes else \
+    scheduler = time_schedule(optimizer, config.max_minutes, config.warmup_steps, progress) if config.max_minutes else \
         get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     log_path = run_dir / "train_log.jsonl"
     progress["config"] = asdict(config)
@@ -299,14 +299,15 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     return _save_final(config, backbone, accelerator, tuner, method_config, run_dir, progress.get("best"))
 
 
-def time_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, progress: dict):
+def time_schedule(optimizer: torch.optim.Optimizer, minutes: float, warmup_steps: int, progress: dict):
     """``--max-minutes``: linear warmup over ``--warmup-steps`` steps, then a linear decay in wall-clock time that
-    reaches 0 when the budget is spent, so a run ends on time on any CPU, however fast its steps are."""
-    budget = config.max_minutes * 60
+    reaches 0 when the budget is spent, so a run ends on time on any CPU, however fast its steps are.
+    ``progress["elapsed_s"]`` is the clock, kept by the loop."""
+    budget = minutes * 60
 
     def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return step / config.warmup_steps
+        if step < warmup_steps:
+            return step / warmup_steps
         return max(0.0, 1 - progress["elapsed_s"] / budget)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The prefixes shipped in kg2text/prefixes/: SmolLM2-135M prefix tuning trained for a wall-clock budget on
 # this CPU (WebNLG train; E2E dev, the only E2E split here), saved in fp16, then scored on the full test sets
-# with beam 5 (fp32 decoding, the reference). Resumable: run it again after an interruption and each
-# training continues from its last checkpoint; finished steps are skipped.
+# with beam 5 (fp32 decoding, the reference). Beside them, the anchor: PEFT's prefix tuning trained with the
+# same data, budget and schedule (kg2text train --trainer peft) and scored by the same decoder and metrics.
+# Resumable: run it again after an interruption and each kg2text training continues from its last checkpoint
+# (a PEFT run, which has no checkpoints, starts again); finished steps are skipped.
 #   WEBNLG_MINUTES=60 E2E_MINUTES=15 bash scripts/release.sh
+# Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
+# 10 and 20 minutes (the curve), each scored on the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT
+# entries, beam 5); the release runs are scored on that slice from their full-test sentences.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEBNLG_MINUTES=${WEBNLG_MINUTES:-40}
@@ -24,16 +29,49 @@ train() {  # NAME MINUTES ARGS...: train once; resume an interrupted run
   fi
 }
 
+train_peft() {  # NAME MINUTES ARGS...: the PEFT anchor with the same settings
+  local name=$1 minutes=$2
+  shift 2
+  if [ -f "$RUNS/$name/prefix.safetensors" ]; then return; fi
+  rm -rf "$RUNS/$name"
+  kg2text train --trainer peft --backbone smollm2-135m --max-minutes "$minutes" --batch-size 8 --lr 5e-4 \
+      --save-dtype float16 --log-every 10 --output "$RUNS/$name" "$@"
+}
+
 score() {  # NAME DATASET: the full test split, beam 5
   if [ -f "$OUT/$1/scores.json" ]; then return; fi
   kg2text evaluate --prefix "$RUNS/$1" --dataset "$2" --split test --num-beams 5 --batch-size 32 --output "$OUT/$1"
   cp "$RUNS/$1/config.json" "$RUNS/$1/train_log.jsonl" "$OUT/$1/"
 }
 
+explore() {  # NAME MINUTES ARGS...: a WebNLG run at a short budget, scored on the test slice
+  local name=$1
+  train "$EXPLORE/$name" "$2" --dataset webnlg --warmup-steps 50 "${@:3}"
+  if [ -f "$OUT/$EXPLORE/$name/scores.json" ]; then return; fi
+  kg2text evaluate --prefix "$RUNS/$EXPLORE/$name" --dataset webnlg --split test --limit "$EXPLORE_LIMIT" \
+      --num-beams 5 --batch-size 32 --output "$OUT/$EXPLORE/$name"
+  cp "$RUNS/$EXPLORE/$name/config.json" "$RUNS/$EXPLORE/$name/train_log.jsonl" "$OUT/$EXPLORE/$name/"
+}
+
+if [ "${1:-}" = explore ]; then
+  EXPLORE=explore EXPLORE_LIMIT=${EXPLORE_LIMIT:-400}
+  explore recipe-10min 10
+  explore words-10min 10 --format webnlg-words
+  explore lr1e-3-10min 10 --lr 1e-3
+  explore recipe-20min 20
+  python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
 train webnlg "$WEBNLG_MINUTES" --dataset webnlg --warmup-steps 50
 train e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20
 score webnlg webnlg
 score e2e e2e
+train_peft peft-webnlg "$WEBNLG_MINUTES" --dataset webnlg --warmup-steps 50
+train_peft peft-e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20
+score peft-webnlg webnlg
+score peft-e2e e2e
+python scripts/release_report.py "$OUT"
 mkdir -p kg2text/prefixes
 cp "$RUNS/webnlg/prefix.safetensors" kg2text/prefixes/webnlg.safetensors
 cp "$RUNS/e2e/prefix.safetensors" kg2text/prefixes/e2e.safetensors

@@ -106,3 +106,26 @@ def test_one_base_model_serves_several_task_prefixes_in_one_batch(trained_run, e
     code, _, err = run(["generate", "--prefix", f"webnlg={trained_run}", "--prefix", f"e2e={e2e_run}",
                         "A | b | c"], capsys)
     assert code == 2 and "each input starts with its task" in err
+
+
+def test_evaluate_rescores_given_hypotheses_without_a_model(tmp_path, capsys, monkeypatch):
+    """``--hypotheses``: E2E's own scores (NIST, ROUGE-L, CIDEr, SER) for sentences decoded elsewhere; the
+    decoding facts of an earlier scores.json in that folder are kept; a wrong line count is one clear line."""
+    from kg2text.commands import evenly_spaced
+    from kg2text.data import read_records
+    from kg2text.metrics import e2e_slot_error_rate
+
+    monkeypatch.setattr("kg2text.commands._load", lambda args: pytest.fail("no model should load"))
+    records = evenly_spaced(read_records("e2e", "test"), 4)
+    (tmp_path / "hypotheses.txt").write_text("".join(r.references[0] + "\n" for r in records))
+    (tmp_path / "scores.json").write_text(json.dumps({"decode_seconds": 12.5, "command": "kg2text evaluate X"}))
+    assert main(["evaluate", "--dataset", "e2e", "--limit", "4", "--hypotheses", str(tmp_path / "hypotheses.txt")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["entries"] == 4 and scores["scores"]["all"]["bleu"] > 90
+    assert scores["rouge_l"] == 100.0  # (the slot error rate of human references is not 0: they paraphrase)
+    assert scores["slot_error_rate"] == round(e2e_slot_error_rate(records, [r.references[0] for r in records]), 2)
+    assert scores["nist"] > 3 and scores["cider"] > 3
+    assert scores["decode_seconds"] == 12.5 and scores["decode_command"] == "kg2text evaluate X"
+    capsys.readouterr()
+    assert main(["evaluate", "--dataset", "e2e", "--limit", "5", "--hypotheses", str(tmp_path / "hypotheses.txt")]) == 2
+    assert "4 lines for 5 entries" in capsys.readouterr().err

@@ -33,14 +33,44 @@ def test_peft_export_loads_and_decodes_like_kg2text(tmp_path, capsys):
     model = peft.PeftModel.from_pretrained(plain.model, str(tmp_path / "peft"))
     require_adapter_effect(model, plain)  # an upstream break that drops the prefix stops here, by name
 
-    def peft_greedy(text: str) -> str:
-        ids = plain.tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        out = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=plain.tokenizer.eos_token_id,
-                             eos_token_id=plain.tokenizer.eos_token_id)
-        return " ".join(plain.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).split())
+    theirs, without_prefix = peft_greedy(model, plain)
+    assert theirs == ours
+    assert ours != without_prefix
 
-    theirs = [peft_greedy(text) for text in PROMPTS]
+
+def peft_greedy(model, backbone) -> tuple[list[str], list[str]]:
+    """PEFT's own greedy outputs for PROMPTS, with and without its adapter."""
+    def decode(text: str) -> str:
+        ids = backbone.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=backbone.tokenizer.eos_token_id,
+                             eos_token_id=backbone.tokenizer.eos_token_id)
+        return " ".join(backbone.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).split())
+
+    with_adapter = [decode(text) for text in PROMPTS]
     with model.disable_adapter():
-        without_prefix = [peft_greedy(text) for text in PROMPTS]
+        return with_adapter, [decode(text) for text in PROMPTS]
+
+
+@pytest.mark.anchor
+def test_peft_trained_prefix_reads_back_and_decodes_as_in_peft(tmp_path):
+    """``kg2text train --trainer peft``: PEFT's MLP output, saved in kg2text's layout (grouped-query heads
+    included), decodes in kg2text exactly as PEFT's own generate decodes its adapter."""
+    run = tmp_path / "run"
+    assert main(["train", "--trainer", "peft", "--backbone", "tiny-llama", "--max-steps", "6", "--batch-size", "4",
+                 "--max-examples", "24", "--lr", "0.3", "--prefix-length", "4", "--mlp-hidden", "32",
+                 "--log-every", "2", "--output", str(run)]) == 0
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [2, 4, 6] and log[-1]["lr"] == 0.0
+    loaded = load_for_generation(run)
+    assert tuple(loaded.lm.prefix.shape) == (2, 2, 2, 4, 16)  # (layers, key/value, kv heads, P, head dim)
+    ours = decode_prompts(loaded.lm, PROMPTS, DecodeConfig(num_beams=1, max_new_tokens=8))
+    plain = load_backbone("tiny-llama")
+    model = peft.PeftModel.from_pretrained(plain.model, str(run / "adapter"))
+    ids = plain.tokenizer(PROMPTS[0], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        their_logits = model(**ids).logits
+        our_logits = loaded.lm.logits(ids["input_ids"], ids["attention_mask"])
+    torch.testing.assert_close(our_logits, their_logits, rtol=0, atol=1e-4)
+    theirs, without_prefix = peft_greedy(model, plain)
     assert theirs == ours
     assert ours != without_prefix

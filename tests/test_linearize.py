@@ -24,6 +24,15 @@ def test_multi_triple_input():
         "<H> Harry Potter <R> education <T> Hogwarts <H> Harry Potter <R> house <T> Gryffindor")
 
 
+@pytest.mark.parametrize("predicate, words", [
+    ("deathPlace", "death place"), ("numberOfStudents", "number of students"), ("ISBN_number", "ISBN number"),
+    ("1stRunwayLengthFeet", "1st runway length feet"), ("education", "education"),
+    ("elevationAboveTheSeaLevel_(in_metres)", "elevation above the sea level (in metres)")])
+def test_words_format_spells_camel_case_predicates_as_words(predicate, words):
+    items = parse_triples(f"Alan_Bean | {predicate} | Wheeler,_Texas")
+    assert FORMATS["webnlg-words"].linearize(items) == f"| Alan Bean : {words} : Wheeler, Texas"
+
+
 def test_dbpedia_entities_are_cleaned():
     assert clean_entity('"18L/36R"') == "18L/36R"
     assert clean_entity("Abilene,_Texas") == "Abilene, Texas"

@@ -6,6 +6,7 @@ from kg2text.data import Record
 from kg2text.metrics import (
     challenge_bleu,
     challenge_tokens,
+    cider,
     corpus_bleu,
     e2e_slot_error_rate,
     multi_bleu,
@@ -88,3 +89,14 @@ def test_multi_bleu_takes_the_shorter_reference_length_on_a_tie():
     # hypothesis 4 words; references of 3 and 5 words are equally close: multi-bleu takes 3 (no penalty)
     assert multi_bleu([["a", "b", "c", "d"]], [[["a", "b", "c"], ["a", "b", "c", "d", "e"]]]) == pytest.approx(
         100 * (1 * 1 * 1 * 1) ** 0.25)
+
+
+def test_cider_d_on_a_hand_computed_corpus():
+    """Two entries, one reference each: every reference n-gram has idf ln 2. Entry 1 matches its reference in
+    unigrams and bigrams (cosine 1, no 3-/4-grams): 10 * (1 + 1 + 0 + 0) / 4 = 5. Entry 2 shares one of two
+    unigrams (cosine 1/2) and no bigram: 10 * 0.5 / 4 = 1.25. CIDEr-D = (5 + 1.25) / 2."""
+    assert cider(["a b", "c d"], [("a b",), ("c e",)]) == pytest.approx(3.125)
+    # the Gaussian length penalty (sigma 6, length in bigrams): 7 bigrams more than the reference
+    longer = "a b " + "x " * 7
+    assert cider([longer, "c d"], [("a b",), ("c e",)]) < 3.125 * 0.6
+    assert cider(["a b", "c e"], [("a b",), ("c e",)]) == pytest.approx(5.0)

@@ -57,3 +57,65 @@ def test_each_shipped_prefix_is_a_small_fp16_smollm2_prefix(name):
     assert str(tensor.dtype) == "torch.float16" and tuple(tensor.shape) == (30, 2, 3, 10, 64)
     assert artifact.shipped_prefixes()[name].stat().st_size < 300_000
     assert header["format"] == name  # webnlg / e2e linearization
+
+
+def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: list[str] | None = None) -> None:
+    """A run folder as scripts/release.sh leaves it: scores.json, config.json, train_log.jsonl."""
+    import json
+
+    folder.mkdir(parents=True)
+    groups = ("all", "seen", "unseen") if dataset == "webnlg" else ("all",)
+    scores = {"dataset": dataset, "entries": 1862 if dataset == "webnlg" else 630,
+              "scores": {g: {"bleu": bleu - i} for i, g in enumerate(groups)},
+              "scores_challenge": {g: {"bleu": bleu + 2 - i} for i, g in enumerate(groups)},
+              "chrf++": 60.0, "entity_coverage": 80.0, "slot_error_rate": 20.0, "nist": 7.5, "rouge_l": 60.0,
+              "cider": 1.5, "decode": {"num_beams": 5}, "decode_seconds": 600, "command": "kg2text evaluate",
+              "machine": {"model": "test CPU"}}
+    (folder / "scores.json").write_text(json.dumps(scores))
+    (folder / "config.json").write_text(json.dumps({"max_minutes": minutes, "lr": 5e-4, "format": None}))
+    (folder / "train_log.jsonl").write_text(json.dumps({"step": 100, "tokens": 5000, "tokens_per_s": 250.0,
+                                                        "loss": 0.9}) + "\n")
+    if hypotheses:
+        (folder / "hypotheses.txt").write_text("\n".join(hypotheses) + "\n")
+
+
+def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp_path):
+    """report.json holds webnlg/e2e/peft/train_minutes in the agreed shape; the release runs are re-scored on
+    the exploration's slice from their own sentences (here: the first reference, so BLEU near 100)."""
+    import json
+
+    from kg2text.data import read_records
+    from kg2text.report import write_release_report
+
+    references = [r.references[0] for r in read_records("webnlg", "test")]
+    _scored_run(tmp_path / "webnlg", "webnlg", 50.0, 40, references)
+    _scored_run(tmp_path / "e2e", "e2e", 62.0, 8)
+    _scored_run(tmp_path / "peft-webnlg", "webnlg", 47.0, 40, ["x"] * len(references))
+    _scored_run(tmp_path / "peft-e2e", "e2e", 60.0, 8)
+    _scored_run(tmp_path / "explore" / "words-10min", "webnlg", 45.0, 10)
+    (tmp_path / "explore" / "words-10min" / "config.json").write_text(
+        json.dumps({"max_minutes": 10, "lr": 5e-4, "format": "webnlg-words"}))
+    scores = json.loads((tmp_path / "explore" / "words-10min" / "scores.json").read_text())
+    scores["entries"] = 40
+    (tmp_path / "explore" / "words-10min" / "scores.json").write_text(json.dumps(scores))
+
+    report = write_release_report(tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["webnlg"]["entries"] == 1862 and saved["webnlg"]["num_beams"] == 5
+    assert saved["webnlg"]["bleu"] == {"all": 50.0, "seen": 49.0, "unseen": 48.0}
+    assert saved["webnlg"]["bleu_challenge"] == {"all": 52.0, "seen": 51.0, "unseen": 50.0}
+    assert saved["webnlg"]["chrf"] == 60.0 and saved["webnlg"]["coverage"] == 80.0
+    assert saved["e2e"]["bleu"] == 62.0 and saved["e2e"]["ser"] == 20.0 and saved["e2e"]["cider"] == 1.5
+    assert saved["peft"]["webnlg"]["bleu_challenge"]["all"] == 49.0 and saved["peft"]["e2e"]["bleu"] == 60.0
+    assert saved["train_minutes"] == 40
+    rows = {r["name"]: r for r in report["exploration"]}
+    assert rows["words-10min"]["changes"] == "format webnlg-words"
+    assert rows["webnlg"]["entries"] == 40 and rows["webnlg"]["bleu"] > 95  # its first references, on the slice
+    assert rows["peft-webnlg"]["bleu"] < 1
+    assert report["curve"] == [{"minutes": 40, "all": rows["webnlg"]["bleu_challenge"]["all"],
+                                "seen": rows["webnlg"]["bleu_challenge"]["seen"],
+                                "unseen": rows["webnlg"]["bleu_challenge"]["unseen"]}]
+    md = (tmp_path / "report.md").read_text()
+    assert "- WebNLG challenge BLEU-A >= 55: 52.00, **not met**" in md
+    assert "- +2 BLEU-A over PEFT at the same budget: 52.00 vs 49.00 (+3.00), **met**" in md
+    assert (tmp_path / "curve.png").stat().st_size > 1000
