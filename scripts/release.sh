@@ -57,7 +57,7 @@ if [ "${1:-}" = explore ]; then
   EXPLORE=explore EXPLORE_LIMIT=${EXPLORE_LIMIT:-400}
   explore recipe-10min 10
   explore words-10min 10 --format webnlg-words
-  explore lr1e-3-10min 10 --lr 1e-3
+  explore bf16-10min 10 --dtype bfloat16
   explore recipe-20min 20
   python scripts/release_report.py "$OUT"
   exit 0

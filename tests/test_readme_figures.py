@@ -26,6 +26,7 @@ def _method(report: str, method: str, keys: str):
     return data
 
 
+RELEASE = "results/release/report.json"
 FIGURES = [
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.all.bleu"), "{:.2f}"),
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.seen.bleu"), "{:.2f}"),
@@ -53,13 +54,15 @@ FIGURES = [
      "{0[sentences_per_s]:.2f} sentences/s for one client sending one request at a time "
      "(p50 {0[p50_latency_s]:.2f} s)"),
     ("", lambda: _value("results/serve/load.json", "concurrent"), "**{0[lost]} lost, {0[wrong]}"),
-    *[("| WebNLG 2017 test | 1,862 |", lambda key=key: " / ".join(
-        f"{_value('results/release/webnlg/scores.json', f'{key}.{g}.bleu'):.2f}" for g in ("all", "seen", "unseen")),
-       "{}") for key in ("scores", "scores_challenge")],
-    ("| E2E test (trained on E2E dev) | 630 |", lambda: _value("results/release/e2e/scores.json", "scores.all.bleu"),
-     "| {:.2f} |"),
-    ("| E2E test (trained on E2E dev) | 630 |", lambda: _value("results/release/e2e/scores.json", "slot_error_rate"),
-     "slot error rate {:.2f}%"),
+    *[(f"| {who} | WebNLG 2017 test | 1,862 |", lambda path=f"{base}webnlg.{key}": " / ".join(
+        f"{_value(RELEASE, f'{path}.{g}'):.2f}" for g in ("all", "seen", "unseen")), "{}")
+      for who, base in (("kg2text", ""), ("PEFT", "peft.")) for key in ("bleu", "bleu_challenge")],
+    *[(f"| {who} | {test} |", lambda path=f"{base}{task}.train_steps": _value(RELEASE, path), "| {:,} |")
+      for who, base in (("kg2text", ""), ("PEFT", "peft."))
+      for task, test in (("webnlg", "WebNLG 2017 test"), ("e2e", "E2E test (trained on E2E dev)"))],
+    *[(f"| {who} | E2E test (trained on E2E dev) | 630 |", lambda path=f"{base}e2e": _value(RELEASE, path),
+       "| {0[bleu]:.2f} | – | {0[chrf]:.2f} | SER {0[ser]:.2f}%, NIST {0[nist]:.2f}, ROUGE-L {0[rouge_l]:.2f}, "
+       "CIDEr {0[cider]:.2f} |") for who, base in (("kg2text", ""), ("PEFT", "peft."))],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
@@ -75,3 +78,10 @@ def test_readme_figure_matches_its_results_file(anchor, value, fmt):
     assert lines, f"no README line starts with {anchor!r}"
     shown = fmt.format(value())
     assert any(shown in line for line in lines), f"README line {anchor!r} does not show {shown}: {lines[0][:200]}"
+
+
+def test_readme_reference_slot_error_rate_is_computed():
+    from kg2text.report import reference_slot_error_rate
+
+    readme = (ROOT / "README.md").read_text()
+    assert f"own first references miss {reference_slot_error_rate():.2f}% of their slots" in " ".join(readme.split())

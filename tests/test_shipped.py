@@ -70,7 +70,7 @@ def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: l
               "scores_challenge": {g: {"bleu": bleu + 2 - i} for i, g in enumerate(groups)},
               "chrf++": 60.0, "entity_coverage": 80.0, "slot_error_rate": 20.0, "nist": 7.5, "rouge_l": 60.0,
               "cider": 1.5, "decode": {"num_beams": 5}, "decode_seconds": 600, "command": "kg2text evaluate",
-              "machine": {"model": "test CPU"}}
+              "machine": {"model": "test CPU", "cores": 2, "flags": ["avx2"]}}
     (folder / "scores.json").write_text(json.dumps(scores))
     (folder / "config.json").write_text(json.dumps({"max_minutes": minutes, "lr": 5e-4, "format": None}))
     (folder / "train_log.jsonl").write_text(json.dumps({"step": 100, "tokens": 5000, "tokens_per_s": 250.0,
@@ -85,7 +85,7 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     import json
 
     from kg2text.data import read_records
-    from kg2text.report import write_release_report
+    from kg2text.report import reference_slot_error_rate, write_release_report
 
     references = [r.references[0] for r in read_records("webnlg", "test")]
     _scored_run(tmp_path / "webnlg", "webnlg", 50.0, 40, references)
@@ -119,3 +119,5 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert "- WebNLG challenge BLEU-A >= 55: 52.00, **not met**" in md
     assert "- +2 BLEU-A over PEFT at the same budget: 52.00 vs 49.00 (+3.00), **met**" in md
     assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert "Machine: test CPU, 2 cores (avx2)." in md
+    assert f"first references, scored the same way, miss {reference_slot_error_rate():.2f}% of their slots" in md
