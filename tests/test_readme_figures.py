@@ -18,6 +18,13 @@ def _value(path: str, keys: str):
     return data
 
 
+def _explored(name: str) -> str:
+    """An exploration row of the release report as the README shows it: steps, then challenge BLEU by group."""
+    row = next(r for r in json.loads((ROOT / RELEASE).read_text())["exploration"] if r["name"] == name)
+    bleu = " / ".join(f"{row['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+    return f"| {row['train_steps']:,} | {bleu} |"
+
+
 def _method(report: str, method: str, keys: str):
     results = json.loads((ROOT / report).read_text())["results"]
     data = next(r for r in results if r["method"] == method)
@@ -63,6 +70,8 @@ FIGURES = [
     *[(f"| {who} | E2E test (trained on E2E dev) | 630 |", lambda path=f"{base}e2e": _value(RELEASE, path),
        "| {0[bleu]:.2f} | – | {0[chrf]:.2f} | SER {0[ser]:.2f}%, NIST {0[nist]:.2f}, ROUGE-L {0[rouge_l]:.2f}, "
        "CIDEr {0[cider]:.2f} |") for who, base in (("kg2text", ""), ("PEFT", "peft."))],
+    *[(f"| {name} |", lambda name=name: _explored(name), "{}")
+      for name in ("recipe-10min", "words-10min", "bf16-10min", "recipe-20min", "webnlg", "peft-webnlg")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
@@ -85,3 +94,26 @@ def test_readme_reference_slot_error_rate_is_computed():
 
     readme = (ROOT / "README.md").read_text()
     assert f"own first references miss {reference_slot_error_rate():.2f}% of their slots" in " ".join(readme.split())
+
+
+def test_readme_exploration_differences_come_from_the_release_report():
+    rows = {r["name"]: r for r in json.loads((ROOT / RELEASE).read_text())["exploration"]}
+    base, words, bf16 = rows["recipe-10min"], rows["words-10min"], rows["bf16-10min"]
+
+    def gain(row, group):
+        return row["bleu_challenge"][group] - base["bleu_challenge"][group]
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"moves unseen by {gain(words, 'unseen'):+.2f} and seen by {gain(words, 'seen'):+.2f}" in readme
+    speed = bf16["train_tokens_per_s"] / base["train_tokens_per_s"]
+    assert (f"trains {speed:.1f}× the steps in the same 10 minutes ({bf16['train_tokens_per_s']:.0f} vs "
+            f"{base['train_tokens_per_s']:.0f} tokens/s)") in readme
+    assert f"scores {gain(bf16, 'all'):+.2f} BLEU-A, {gain(bf16, 'unseen'):+.2f} unseen over fp32" in readme
+
+
+def test_readme_curve_comes_from_the_release_report():
+    curve = json.loads((ROOT / RELEASE).read_text())["curve"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    minutes = " / ".join(f"{point['minutes']:g}" for point in curve)
+    bleu = " / ".join(f"{point['all']:.2f}" for point in curve)
+    assert f"BLEU-A {bleu} after {minutes} minutes" in readme
