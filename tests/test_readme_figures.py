@@ -117,3 +117,14 @@ def test_readme_curve_comes_from_the_release_report():
     minutes = " / ".join(f"{point['minutes']:g}" for point in curve)
     bleu = " / ".join(f"{point['all']:.2f}" for point in curve)
     assert f"BLEU-A {bleu} after {minutes} minutes" in readme
+
+
+def test_readme_peft_comparison_comes_from_the_release_report():
+    report = json.loads((ROOT / RELEASE).read_text())
+    ours, theirs = report["webnlg"], report["peft"]["webnlg"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    more_steps = 100 * (ours["train_steps"] / theirs["train_steps"] - 1)
+    assert (f"runs {more_steps:.0f}% more steps ({ours['train_tokens_per_s']:.0f} vs "
+            f"{theirs['train_tokens_per_s']:.0f} training tokens/s)") in readme
+    gap = {g: theirs["bleu_challenge"][g] - ours["bleu_challenge"][g] for g in ("all", "unseen")}
+    assert f"still scores {gap['all']:.2f} challenge BLEU more on WebNLG ({gap['unseen']:.2f} on unseen)" in readme
