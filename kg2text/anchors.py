@@ -30,7 +30,7 @@ from kg2text.errors import UserError
 from kg2text.export import prefix_from_peft_embeddings
 from kg2text.prefix import PrefixConfig
 from kg2text.rundir import prepare_run_dir
-from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, time_schedule
+from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, log_entry, time_schedule
 
 PROBE = " | Harry Potter : education : Hogwarts"
 
@@ -126,10 +126,7 @@ def fit(model, examples: datasets.Dataset, pad_id: int, config: TrainConfig, log
                 total = progress["step"]
             bar.update(1)
             if progress["step"] % config.log_every == 0 or progress["step"] == total:
-                entry = {"step": progress["step"], "loss": round(sum(window) / len(window), 5),
-                         "lr": scheduler.get_last_lr()[0], "tokens": progress["tokens"],
-                         "elapsed_s": round(progress["elapsed_s"], 2),
-                         "tokens_per_s": round(progress["tokens"] / progress["elapsed_s"], 1)}
+                entry = log_entry(progress, sum(window) / len(window), scheduler.get_last_lr()[0])
                 curve.append(entry)
                 window = []
                 if log_path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from kg2text.api import Verbalizer, evaluate
 from kg2text.artifact import atomic_write_text, shipped_prefix
 from kg2text.backbones import load_backbone
-from kg2text.data import Record, file_format, read_pair_file, read_records
+from kg2text.data import Record, evenly_spaced, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
 from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, LoadedPrefix, generate_sentences, load_for_generation
@@ -104,13 +104,6 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def evenly_spaced(records: list[Record], limit: int | None) -> list[Record]:
-    """``limit`` records spread over the whole split (WebNLG test is ordered seen-first)."""
-    if not limit or limit >= len(records):
-        return records
-    return [records[i * len(records) // limit] for i in range(limit)]
-
-
 def scores_markdown(title: str, scores: dict, command: str) -> str:
     """The evaluation report: both BLEUs by category group, then the other scores."""
     rows = "\n".join(f"| {group} | {s['bleu']:.2f} | {scores['bleu_challenge'][group]['bleu']:.2f} | {s['entries']} |"
@@ -128,8 +121,8 @@ def _test_records(args: argparse.Namespace, loaded: LoadedPrefix | None) -> tupl
         records, skipped = read_pair_file(args.test_file, args.skip_bad)
         if skipped:
             print(f"kg2text: skipped {len(skipped)} bad row(s); first: {skipped[0]}", file=sys.stderr)
-        wanted = next(iter(loaded.formats.values())).name if loaded else file_format(records)
-        if file_format(records) != file_format_of(wanted):
+        wanted = next(iter(loaded.formats.values())).name if loaded else None
+        if wanted and file_format(records) != file_format_of(wanted):
             raise UserError(f"--test-file {args.test_file}: its inputs are not in the prefix's format ({wanted})")
         name = Path(args.test_file).stem
     else:

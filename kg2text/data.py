@@ -196,6 +196,13 @@ def read_records(dataset: str, split: str, data_dir: Path | None = None) -> list
     return readers[dataset](split, data_dir)
 
 
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """``limit`` records (or indices) spread over the whole split (WebNLG test is ordered seen-first)."""
+    if not limit or limit >= len(items):
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 def training_pairs(records: list[Record]) -> list[tuple[Record, str]]:
     """One (record, sentence) training example per reference, as in Li & Liang."""
     return [(record, reference) for record in records for reference in record.references if reference]

@@ -205,8 +205,7 @@ def release_entry(folder: Path) -> dict:
     scores = _read_json(folder / "scores.json")
     entry = {"entries": scores["entries"], "num_beams": scores["decode"]["num_beams"]}
     if scores["dataset"] == "webnlg":
-        entry |= {"bleu": {g: s["bleu"] for g, s in scores["scores"].items()},
-                  "bleu_challenge": {g: s["bleu"] for g, s in scores["scores_challenge"].items()},
+        entry |= {"bleu": _bleus(scores["scores"]), "bleu_challenge": _bleus(scores["scores_challenge"]),
                   "chrf": scores["chrf++"], "coverage": scores["entity_coverage"]}
     else:
         entry |= {"bleu": scores["scores"]["all"]["bleu"], "nist": scores.get("nist"),
@@ -219,42 +218,41 @@ def release_entry(folder: Path) -> dict:
         | commands | _train_facts(folder)
 
 
-def _slice_scores(folder: Path, limit: int) -> dict:
-    """A full-test run's scores on the exploration's slice (its sentences for those entries: decoding is
-    batch-independent, so they are what decoding the slice alone gives)."""
-    from kg2text.api import evaluate
-    from kg2text.commands import evenly_spaced
-    from kg2text.data import read_records
-
-    records = read_records("webnlg", "test")
-    hypotheses = (folder / "hypotheses.txt").read_text().splitlines()
-    picked = evenly_spaced(list(range(len(records))), limit)
-    return evaluate([hypotheses[i] for i in picked], [records[i] for i in picked])
-
-
 def _changes(config: dict, recipe: dict) -> str:
     keys = ("lr", "warmup_steps", "prefix_length", "mlp_hidden", "batch_size", "format", "init_text", "dtype")
     return ", ".join(f"{k} {config[k]}" for k in keys if config.get(k) != recipe.get(k)) or "the recipe"
 
 
+def _bleus(groups: dict) -> dict:
+    """``{group: {"bleu": x, ...}}`` (scores.json's and ``evaluate``'s form) -> ``{group: x}``."""
+    return {group: score["bleu"] for group, score in groups.items()}
+
+
+def _row(folder: Path, trainer: str, changes: str, challenge: dict, bleu: dict, entries: int) -> dict:
+    return {"name": folder.name, "trainer": trainer, "changes": changes, "bleu_challenge": _bleus(challenge),
+            "bleu": bleu["all"]["bleu"], "entries": entries} | _train_facts(folder)
+
+
 def exploration_rows(out: Path) -> list[dict]:
-    """Every exploration run, plus the release runs (kg2text and PEFT) scored on the same slice."""
+    """Every exploration run, plus the release runs (kg2text and PEFT) scored on the same slice from their
+    full-test sentences (decoding is batch-independent, so they are what decoding the slice alone gives)."""
+    from kg2text.api import evaluate
+    from kg2text.data import evenly_spaced, read_records
+
     recipe = _read_json(out / "webnlg" / "config.json")
     rows = []
-    for folder in sorted((out / EXPLORE_DIR).glob("*/scores.json")):
-        folder = folder.parent
+    for folder in sorted(path.parent for path in (out / EXPLORE_DIR).glob("*/scores.json")):
         scores = _read_json(folder / "scores.json")
-        rows.append({"name": folder.name, "trainer": "kg2text",
-                     "changes": _changes(_read_json(folder / "config.json"), recipe),
-                     "bleu_challenge": {g: s["bleu"] for g, s in scores["scores_challenge"].items()},
-                     "bleu": scores["scores"]["all"]["bleu"], "entries": scores["entries"]} | _train_facts(folder))
-    limit = rows[0]["entries"] if rows else 400
+        changes = _changes(_read_json(folder / "config.json"), recipe)
+        rows.append(_row(folder, "kg2text", changes, scores["scores_challenge"], scores["scores"], scores["entries"]))
+    records = read_records("webnlg", "test")
+    picked = evenly_spaced(list(range(len(records))), rows[0]["entries"] if rows else 400)
     for name, trainer in (("webnlg", "kg2text"), ("peft-webnlg", "peft")):
         if (out / name / "scores.json").exists():
-            scores = _slice_scores(out / name, limit)
-            rows.append({"name": name, "trainer": trainer, "changes": "the recipe (release run)",
-                         "bleu_challenge": {g: s["bleu"] for g, s in scores["bleu_challenge"].items()},
-                         "bleu": scores["bleu"]["all"]["bleu"], "entries": limit} | _train_facts(out / name))
+            hypotheses = (out / name / "hypotheses.txt").read_text().splitlines()
+            scores = evaluate([hypotheses[i] for i in picked], [records[i] for i in picked])
+            rows.append(_row(out / name, trainer, "the recipe (release run)", scores["bleu_challenge"],
+                             scores["bleu"], len(picked)))
     return sorted(rows, key=lambda r: (r["train_minutes"], r["trainer"], r["name"]))
 
 

@@ -415,11 +415,14 @@ def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerato
     return path if accelerator.is_main_process else None
 
 
+def log_entry(progress: dict, loss: float, lr: float) -> dict:
+    """One line of ``train_log.jsonl`` (kg2text's loop and the anchors' write the same lines)."""
+    return {"step": progress["step"], "loss": round(loss, 5), "lr": lr, "tokens": progress["tokens"],
+            "elapsed_s": round(progress["elapsed_s"], 2),
+            "tokens_per_s": round(progress["tokens"] / max(progress["elapsed_s"], 1e-9), 1)}
+
+
 def _log(path: Path, progress: dict, loss: float, lr: float, accelerator: Accelerator) -> None:
-    if not accelerator.is_main_process:
-        return
-    entry = {"step": progress["step"], "loss": round(loss, 5), "lr": lr, "tokens": progress["tokens"],
-             "elapsed_s": round(progress["elapsed_s"], 2),
-             "tokens_per_s": round(progress["tokens"] / max(progress["elapsed_s"], 1e-9), 1)}
-    with path.open("a") as log:
-        log.write(json.dumps(entry) + "\n")
+    if accelerator.is_main_process:
+        with path.open("a") as log:
+            log.write(json.dumps(log_entry(progress, loss, lr)) + "\n")

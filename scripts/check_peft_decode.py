@@ -16,8 +16,7 @@ import peft
 from kg2text.anchors import generate_with, require_adapter_effect
 from kg2text.artifact import atomic_write_text, read_prefix
 from kg2text.backbones import load_backbone
-from kg2text.commands import evenly_spaced
-from kg2text.data import read_records
+from kg2text.data import evenly_spaced, read_records
 from kg2text.generate import DecodeConfig, decode_batched
 from kg2text.linearize import get_format, model_prompt
 

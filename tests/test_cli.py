@@ -111,8 +111,7 @@ def test_one_base_model_serves_several_task_prefixes_in_one_batch(trained_run, e
 def test_evaluate_rescores_given_hypotheses_without_a_model(tmp_path, capsys, monkeypatch):
     """``--hypotheses``: E2E's own scores (NIST, ROUGE-L, CIDEr, SER) for sentences decoded elsewhere; the
     decoding facts of an earlier scores.json in that folder are kept; a wrong line count is one clear line."""
-    from kg2text.commands import evenly_spaced
-    from kg2text.data import read_records
+    from kg2text.data import evenly_spaced, read_records
     from kg2text.metrics import e2e_slot_error_rate
 
     monkeypatch.setattr("kg2text.commands._load", lambda args: pytest.fail("no model should load"))
