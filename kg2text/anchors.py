@@ -28,6 +28,7 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.batching import collate, epoch_batches
 from kg2text.errors import UserError
 from kg2text.export import prefix_from_peft_embeddings
+from kg2text.hardware import backbone_dtype
 from kg2text.prefix import PrefixConfig
 from kg2text.rundir import prepare_run_dir
 from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, log_entry, time_schedule
@@ -159,6 +160,7 @@ def train_peft_prefix(config: TrainConfig, backbone: Backbone | None = None) -> 
         raise UserError("the PEFT anchor trains plain prefix tuning: no --method, --dev-file, --init-text, "
                         "--init-from or --grad-accum")
     backbone = backbone or load_backbone(config.backbone)
+    backbone.model.to(backbone_dtype(config.dtype))  # the frozen weights in --dtype, as kg2text trains
     run_dir = prepare_run_dir(Path(config.output), resume=False)
     examples = load_training_set(config, backbone)
     model = peft_model("peft-prefix", backbone, config.prefix_length, config.mlp_hidden, config.seed)

@@ -187,6 +187,10 @@ def write_report(data: dict, out: Path) -> None:
 
 RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
+FP32_DIR = "fp32"  # the same pair trained with an fp32 backbone (the recipe before bf16)
+FULL_TEST_RUNS = (("webnlg", "kg2text"), ("peft-webnlg", "peft"), (f"{FP32_DIR}/webnlg", "kg2text"),
+                  (f"{FP32_DIR}/peft-webnlg", "peft"))
+CHANGE_KEYS = ("lr", "warmup_steps", "prefix_length", "mlp_hidden", "batch_size", "format", "init_text", "dtype")
 
 
 def _read_json(path: Path):
@@ -218,8 +222,7 @@ def release_entry(folder: Path) -> dict:
         | commands | _train_facts(folder)
 
 
-def _changes(config: dict, recipe: dict) -> str:
-    keys = ("lr", "warmup_steps", "prefix_length", "mlp_hidden", "batch_size", "format", "init_text", "dtype")
+def _changes(config: dict, recipe: dict, keys: tuple[str, ...] = CHANGE_KEYS) -> str:
     return ", ".join(f"{k} {config[k]}" for k in keys if config.get(k) != recipe.get(k)) or "the recipe"
 
 
@@ -228,14 +231,18 @@ def _bleus(groups: dict) -> dict:
     return {group: score["bleu"] for group, score in groups.items()}
 
 
-def _row(folder: Path, trainer: str, changes: str, challenge: dict, bleu: dict, entries: int) -> dict:
-    return {"name": folder.name, "trainer": trainer, "changes": changes, "bleu_challenge": _bleus(challenge),
-            "bleu": bleu["all"]["bleu"], "entries": entries} | _train_facts(folder)
+def _row(folder: Path, name: str, trainer: str, recipe: dict, challenge: dict, bleu: dict, entries: int) -> dict:
+    config = _read_json(folder / "config.json")
+    return {"name": name, "trainer": trainer, "changes": _changes(config, recipe), "dtype": config.get("dtype"),
+            "recipe_but_dtype": _changes(config, recipe, tuple(k for k in CHANGE_KEYS if k != "dtype")) ==
+            "the recipe", "bleu_challenge": _bleus(challenge), "bleu": bleu["all"]["bleu"],
+            "entries": entries} | _train_facts(folder)
 
 
 def exploration_rows(out: Path) -> list[dict]:
-    """Every exploration run, plus the release runs (kg2text and PEFT) scored on the same slice from their
-    full-test sentences (decoding is batch-independent, so they are what decoding the slice alone gives)."""
+    """Every exploration run, plus the full-test runs (kg2text and PEFT, this recipe's and the fp32 pair's) scored
+    on the same slice from their full-test sentences (decoding is batch-independent, so they are what decoding
+    the slice alone gives)."""
     from kg2text.api import evaluate
     from kg2text.data import evenly_spaced, read_records
 
@@ -243,23 +250,24 @@ def exploration_rows(out: Path) -> list[dict]:
     rows = []
     for folder in sorted(path.parent for path in (out / EXPLORE_DIR).glob("*/scores.json")):
         scores = _read_json(folder / "scores.json")
-        changes = _changes(_read_json(folder / "config.json"), recipe)
-        rows.append(_row(folder, "kg2text", changes, scores["scores_challenge"], scores["scores"], scores["entries"]))
+        rows.append(_row(folder, folder.name, "kg2text", recipe, scores["scores_challenge"], scores["scores"],
+                         scores["entries"]))
     records = read_records("webnlg", "test")
     picked = evenly_spaced(list(range(len(records))), rows[0]["entries"] if rows else 400)
-    for name, trainer in (("webnlg", "kg2text"), ("peft-webnlg", "peft")):
+    for name, trainer in FULL_TEST_RUNS:
         if (out / name / "scores.json").exists():
             hypotheses = (out / name / "hypotheses.txt").read_text().splitlines()
             scores = evaluate([hypotheses[i] for i in picked], [records[i] for i in picked])
-            rows.append(_row(out / name, trainer, "the recipe (release run)", scores["bleu_challenge"],
-                             scores["bleu"], len(picked)))
+            rows.append(_row(out / name, name, trainer, recipe, scores["bleu_challenge"], scores["bleu"],
+                             len(picked)) | {"full_test_run": True})
     return sorted(rows, key=lambda r: (r["train_minutes"], r["trainer"], r["name"]))
 
 
 def _curve(rows: list[dict]) -> list[dict]:
-    """BLEU-A against training minutes: the recipe alone (kg2text), one point per budget."""
-    return [{"minutes": r["train_minutes"], **{g: r["bleu_challenge"][g] for g in ("all", "seen", "unseen")}}
-            for r in rows if r["trainer"] == "kg2text" and r["changes"].startswith("the recipe")]
+    """BLEU-A against training minutes: the recipe, with its backbone dtype or the other (kg2text only)."""
+    return [{"minutes": r["train_minutes"], "dtype": r["dtype"],
+             **{g: r["bleu_challenge"][g] for g in ("all", "seen", "unseen")}}
+            for r in rows if r["trainer"] == "kg2text" and r["recipe_but_dtype"]]
 
 
 def _release_targets(report: dict) -> list[str]:
@@ -284,6 +292,9 @@ def write_release_report(out: Path) -> dict:
     report["peft"] = {task: release_entry(out / f"peft-{task}") for task in RELEASE_TASKS
                       if (out / f"peft-{task}" / "scores.json").exists()}
     report["train_minutes"] = report["webnlg"]["train_minutes"]
+    report["dtype"] = _read_json(out / "webnlg" / "config.json").get("dtype", "float32")
+    report["fp32_backbone"] = {trainer: release_entry(out / name) for name, trainer in FULL_TEST_RUNS[2:]
+                               if (out / name / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
     report["command"] = "bash scripts/release.sh && bash scripts/release.sh explore"
@@ -291,12 +302,13 @@ def write_release_report(out: Path) -> dict:
     md = ["# Release report: the shipped prefixes, the PEFT anchor, the short-budget exploration", "",
           f"Command: `{report['command']}` (each ends with `python scripts/release_report.py`). Machine: "
           f"{machine['model']}, {machine['cores']} cores ({', '.join(machine['flags'])}).", "",
-          "## Full test sets, beam 5, fp32 decoding", "", _release_table(report), "", *_release_notes(out), "",
+          "## Full test sets, beam 5, fp32 decoding", "", f"WebNLG backbone during training: {report['dtype']}.", "",
+          _release_table(report), "", *_release_notes(out), "",
           "## Targets", "", *_release_targets(report), "",
           "## Exploration (WebNLG, short budgets, one slice of the test set)", "", _exploration_table(report), "",
           "Each run trains for its budget with the schedule decaying to 0 on time and is scored on the same "
-          "evenly spaced entries of WebNLG test (beam 5); the 40-minute rows are the release runs above, scored "
-          "on those entries from their full-test sentences.", ""]
+          "evenly spaced entries of WebNLG test (beam 5); the rows named like the full-test runs above (webnlg, "
+          "peft-webnlg, fp32/...) are scored on those entries from their full-test sentences.", ""]
     if report["curve"]:
         md += ["![challenge BLEU against training minutes](curve.png)", ""]
         _curve_plot(report["curve"], out / "curve.png")
@@ -321,20 +333,25 @@ def _release_notes(out: Path) -> list[str]:
              f"SER is a strict string match of each slot value: E2E test's own first references, scored the same "
              f"way, miss {reference_slot_error_rate():.2f}% of their slots. NIST, ROUGE-L and CIDEr(-D) are ours on "
              "whitespace tokens."]
-    check = out / "peft-webnlg" / "peft_decode_check.json"
-    if check.exists():
-        data = _read_json(check)
-        notes.append(f"PEFT's own `generate` (beam {data['num_beams']}) on {data['entries']} of those entries gives "
-                     f"{data['identical']} identical sentences (`{data['command']}`).")
+    for name, trainer in FULL_TEST_RUNS:
+        check = out / name / "peft_decode_check.json"
+        if trainer == "peft" and check.exists():
+            data = _read_json(check)
+            notes.append(f"{name}: PEFT's own `generate` (beam {data['num_beams']}) on {data['entries']} of those "
+                         f"entries gives {data['identical']} identical sentences (`{data['command']}`).")
     return [f"- {note}" for note in notes]
 
 
 def _release_table(report: dict) -> str:
     rows = ["| trainer | task | entries | BLEU all / seen / unseen | challenge BLEU all / seen / unseen | chrF++ | "
             "faithfulness / other | trained | decoding |", "|---|---|---:|---|---|---:|---|---|---:|"]
-    for trainer, runs in (("kg2text", report), ("PEFT", report["peft"])):
-        for task in RELEASE_TASKS:
-            if task not in runs:
+    fp32 = report["fp32_backbone"]
+    pairs = [("kg2text", report, RELEASE_TASKS), ("PEFT", report["peft"], RELEASE_TASKS),
+             ("kg2text, fp32 backbone", {"webnlg": fp32.get("kg2text")}, ("webnlg",)),
+             ("PEFT, fp32 backbone", {"webnlg": fp32.get("peft")}, ("webnlg",))]
+    for trainer, runs, tasks in pairs:
+        for task in tasks:
+            if not runs.get(task):
                 continue
             e = runs[task]
             trained = f"{e['train_minutes']:g} min, {e['train_steps']:,} steps, {e['train_tokens_per_s']:.0f} tok/s"
@@ -368,9 +385,12 @@ def _curve_plot(curve: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    minutes = [p["minutes"] for p in curve]
-    for group in ("all", "seen", "unseen"):
-        ax.plot(minutes, [p[group] for p in curve], marker="o", label=group)
+    for i, dtype in enumerate(sorted({p["dtype"] for p in curve})):
+        style = ("-", "--", ":")[i % 3]
+        points = [p for p in curve if p["dtype"] == dtype]
+        for group, color in (("all", "C0"), ("unseen", "C1")):
+            ax.plot([p["minutes"] for p in points], [p[group] for p in points], style, color=color, marker="o",
+                    label=f"{group}, {dtype} backbone")
     ax.set(xlabel="training minutes (2 CPU cores)", ylabel="challenge BLEU (test slice)",
            title="WebNLG: BLEU against training time")
     ax.legend()

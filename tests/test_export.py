@@ -74,3 +74,19 @@ def test_peft_trained_prefix_reads_back_and_decodes_as_in_peft(tmp_path):
     theirs, without_prefix = peft_greedy(model, plain)
     assert theirs == ours
     assert ours != without_prefix
+
+
+def test_peft_trainer_trains_with_the_backbone_in_the_asked_dtype(tmp_path):
+    """``--trainer peft --dtype bfloat16`` compares like with like: PEFT's frozen weights are bf16 (its prefix
+    MLP stays fp32), as kg2text's are with the same option."""
+    from kg2text.anchors import train_peft_prefix
+    from kg2text.training import TrainConfig
+
+    backbone = load_backbone("tiny-llama")
+    config = TrainConfig(output=str(tmp_path / "run"), backbone="tiny-llama", max_steps=2, batch_size=4,
+                         max_examples=8, prefix_length=4, mlp_hidden=32, dtype="bfloat16", log_every=1)
+    train_peft_prefix(config, backbone)
+    assert backbone.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["dtype"] == "bfloat16"
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 2

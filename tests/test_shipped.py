@@ -59,7 +59,8 @@ def test_each_shipped_prefix_is_a_small_fp16_smollm2_prefix(name):
     assert header["format"] == name  # webnlg / e2e linearization
 
 
-def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: list[str] | None = None) -> None:
+def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: list[str] | None = None,
+                dtype: str = "bfloat16") -> None:
     """A run folder as scripts/release.sh leaves it: scores.json, config.json, train_log.jsonl."""
     import json
 
@@ -72,7 +73,8 @@ def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: l
               "cider": 1.5, "decode": {"num_beams": 5}, "decode_seconds": 600, "command": "kg2text evaluate",
               "machine": {"model": "test CPU", "cores": 2, "flags": ["avx2"]}}
     (folder / "scores.json").write_text(json.dumps(scores))
-    (folder / "config.json").write_text(json.dumps({"max_minutes": minutes, "lr": 5e-4, "format": None}))
+    (folder / "config.json").write_text(json.dumps({"max_minutes": minutes, "lr": 5e-4, "format": None,
+                                                    "dtype": dtype}))
     (folder / "train_log.jsonl").write_text(json.dumps({"step": 100, "tokens": 5000, "tokens_per_s": 250.0,
                                                         "loss": 0.9}) + "\n")
     if hypotheses:
@@ -92,9 +94,11 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     _scored_run(tmp_path / "e2e", "e2e", 62.0, 8)
     _scored_run(tmp_path / "peft-webnlg", "webnlg", 47.0, 40, ["x"] * len(references))
     _scored_run(tmp_path / "peft-e2e", "e2e", 60.0, 8)
+    _scored_run(tmp_path / "fp32" / "webnlg", "webnlg", 44.0, 40, references[:-1] + ["x"], dtype="float32")
+    _scored_run(tmp_path / "fp32" / "peft-webnlg", "webnlg", 43.0, 40, ["x"] * len(references), dtype="float32")
     _scored_run(tmp_path / "explore" / "words-10min", "webnlg", 45.0, 10)
     (tmp_path / "explore" / "words-10min" / "config.json").write_text(
-        json.dumps({"max_minutes": 10, "lr": 5e-4, "format": "webnlg-words"}))
+        json.dumps({"max_minutes": 10, "lr": 5e-4, "format": "webnlg-words", "dtype": "bfloat16"}))
     scores = json.loads((tmp_path / "explore" / "words-10min" / "scores.json").read_text())
     scores["entries"] = 40
     (tmp_path / "explore" / "words-10min" / "scores.json").write_text(json.dumps(scores))
@@ -107,17 +111,21 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert saved["webnlg"]["chrf"] == 60.0 and saved["webnlg"]["coverage"] == 80.0
     assert saved["e2e"]["bleu"] == 62.0 and saved["e2e"]["ser"] == 20.0 and saved["e2e"]["cider"] == 1.5
     assert saved["peft"]["webnlg"]["bleu_challenge"]["all"] == 49.0 and saved["peft"]["e2e"]["bleu"] == 60.0
-    assert saved["train_minutes"] == 40
+    assert saved["train_minutes"] == 40 and saved["dtype"] == "bfloat16"
+    assert saved["fp32_backbone"]["kg2text"]["bleu_challenge"]["all"] == 46.0
+    assert saved["fp32_backbone"]["peft"]["bleu"]["unseen"] == 41.0
     rows = {r["name"]: r for r in report["exploration"]}
     assert rows["words-10min"]["changes"] == "format webnlg-words"
     assert rows["webnlg"]["entries"] == 40 and rows["webnlg"]["bleu"] > 95  # its first references, on the slice
-    assert rows["peft-webnlg"]["bleu"] < 1
-    assert report["curve"] == [{"minutes": 40, "all": rows["webnlg"]["bleu_challenge"]["all"],
-                                "seen": rows["webnlg"]["bleu_challenge"]["seen"],
-                                "unseen": rows["webnlg"]["bleu_challenge"]["unseen"]}]
+    assert rows["peft-webnlg"]["bleu"] < 1 and rows["fp32/peft-webnlg"]["changes"] == "dtype float32"
+    assert rows["fp32/webnlg"]["bleu"] > 95 and rows["fp32/webnlg"]["changes"] == "dtype float32"
+    assert [(p["minutes"], p["dtype"], p["all"]) for p in report["curve"]] == [
+        (40, "float32", rows["fp32/webnlg"]["bleu_challenge"]["all"]),
+        (40, "bfloat16", rows["webnlg"]["bleu_challenge"]["all"])]
     md = (tmp_path / "report.md").read_text()
     assert "- WebNLG challenge BLEU-A >= 55: 52.00, **not met**" in md
     assert "- +2 BLEU-A over PEFT at the same budget: 52.00 vs 49.00 (+3.00), **met**" in md
+    assert "| kg2text, fp32 backbone | webnlg | 1,862 | 44.00 / 43.00 / 42.00 | 46.00 / 45.00 / 44.00 |" in md
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "Machine: test CPU, 2 cores (avx2)." in md
     assert f"first references, scored the same way, miss {reference_slot_error_rate():.2f}% of their slots" in md
