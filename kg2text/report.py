@@ -187,9 +187,8 @@ def write_report(data: dict, out: Path) -> None:
 
 RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
-FP32_DIR = "fp32"  # the same pair trained with an fp32 backbone (the recipe before bf16)
-FULL_TEST_RUNS = (("webnlg", "kg2text"), ("peft-webnlg", "peft"), (f"{FP32_DIR}/webnlg", "kg2text"),
-                  (f"{FP32_DIR}/peft-webnlg", "peft"))
+FP32_RUNS = (("fp32/webnlg", "kg2text"), ("fp32/peft-webnlg", "peft"))  # the pair before bf16 (fp32 backbone)
+FULL_TEST_RUNS = (("webnlg", "kg2text"), ("peft-webnlg", "peft"), *FP32_RUNS)
 CHANGE_KEYS = ("lr", "warmup_steps", "prefix_length", "mlp_hidden", "batch_size", "format", "init_text", "dtype")
 
 
@@ -200,8 +199,9 @@ def _read_json(path: Path):
 def _train_facts(folder: Path) -> dict:
     config = _read_json(folder / "config.json")
     last = json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
-    return {"train_minutes": config["max_minutes"], "train_steps": last["step"], "train_tokens": last["tokens"],
-            "train_tokens_per_s": last["tokens_per_s"], "final_loss": last["loss"]}
+    return {"train_minutes": config["max_minutes"], "dtype": config.get("dtype", "float32"),
+            "train_steps": last["step"], "train_tokens": last["tokens"], "train_tokens_per_s": last["tokens_per_s"],
+            "final_loss": last["loss"]}
 
 
 def release_entry(folder: Path) -> dict:
@@ -222,8 +222,8 @@ def release_entry(folder: Path) -> dict:
         | commands | _train_facts(folder)
 
 
-def _changes(config: dict, recipe: dict, keys: tuple[str, ...] = CHANGE_KEYS) -> str:
-    return ", ".join(f"{k} {config[k]}" for k in keys if config.get(k) != recipe.get(k)) or "the recipe"
+def _changes(config: dict, recipe: dict) -> str:
+    return ", ".join(f"{k} {config[k]}" for k in CHANGE_KEYS if config.get(k) != recipe.get(k)) or "the recipe"
 
 
 def _bleus(groups: dict) -> dict:
@@ -232,11 +232,8 @@ def _bleus(groups: dict) -> dict:
 
 
 def _row(folder: Path, name: str, trainer: str, recipe: dict, challenge: dict, bleu: dict, entries: int) -> dict:
-    config = _read_json(folder / "config.json")
-    return {"name": name, "trainer": trainer, "changes": _changes(config, recipe), "dtype": config.get("dtype"),
-            "recipe_but_dtype": _changes(config, recipe, tuple(k for k in CHANGE_KEYS if k != "dtype")) ==
-            "the recipe", "bleu_challenge": _bleus(challenge), "bleu": bleu["all"]["bleu"],
-            "entries": entries} | _train_facts(folder)
+    return {"name": name, "trainer": trainer, "changes": _changes(_read_json(folder / "config.json"), recipe),
+            "bleu_challenge": _bleus(challenge), "bleu": bleu["all"]["bleu"], "entries": entries} | _train_facts(folder)
 
 
 def exploration_rows(out: Path) -> list[dict]:
@@ -259,7 +256,7 @@ def exploration_rows(out: Path) -> list[dict]:
             hypotheses = (out / name / "hypotheses.txt").read_text().splitlines()
             scores = evaluate([hypotheses[i] for i in picked], [records[i] for i in picked])
             rows.append(_row(out / name, name, trainer, recipe, scores["bleu_challenge"], scores["bleu"],
-                             len(picked)) | {"full_test_run": True})
+                             len(picked)))
     return sorted(rows, key=lambda r: (r["train_minutes"], r["trainer"], r["name"]))
 
 
@@ -267,7 +264,7 @@ def _curve(rows: list[dict]) -> list[dict]:
     """BLEU-A against training minutes: the recipe, with its backbone dtype or the other (kg2text only)."""
     return [{"minutes": r["train_minutes"], "dtype": r["dtype"],
              **{g: r["bleu_challenge"][g] for g in ("all", "seen", "unseen")}}
-            for r in rows if r["trainer"] == "kg2text" and r["recipe_but_dtype"]]
+            for r in rows if r["trainer"] == "kg2text" and r["changes"] in ("the recipe", f"dtype {r['dtype']}")]
 
 
 def _release_targets(report: dict) -> list[str]:
@@ -292,8 +289,8 @@ def write_release_report(out: Path) -> dict:
     report["peft"] = {task: release_entry(out / f"peft-{task}") for task in RELEASE_TASKS
                       if (out / f"peft-{task}" / "scores.json").exists()}
     report["train_minutes"] = report["webnlg"]["train_minutes"]
-    report["dtype"] = _read_json(out / "webnlg" / "config.json").get("dtype", "float32")
-    report["fp32_backbone"] = {trainer: release_entry(out / name) for name, trainer in FULL_TEST_RUNS[2:]
+    report["dtype"] = report["webnlg"]["dtype"]
+    report["fp32_backbone"] = {trainer: release_entry(out / name) for name, trainer in FP32_RUNS
                                if (out / name / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
