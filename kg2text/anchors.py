@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from kg2text.artifact import atomic_write_text, save_prefix
 from kg2text.backbones import Backbone, load_backbone
-from kg2text.batching import collate, epoch_batches
+from kg2text.batching import collate, epoch_batches, width_multiple
 from kg2text.errors import UserError
 from kg2text.export import prefix_from_peft_embeddings
 from kg2text.hardware import backbone_dtype
@@ -112,7 +112,7 @@ def fit(model, examples: datasets.Dataset, pad_id: int, config: TrainConfig, log
     bar = tqdm(total=None if total == math.inf else total, desc="training (anchor)", unit="step")
     while progress["step"] < total:
         for batch_ids in epoch_batches(lengths, config.batch_size, config.seed, epoch):
-            batch = collate([examples[i] for i in batch_ids], pad_id)
+            batch = collate([examples[i] for i in batch_ids], pad_id, width_multiple(config.dtype))
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)

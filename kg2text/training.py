@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import resource
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,7 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from kg2text.artifact import atomic_write, atomic_write_text, check_compatible, read_prefix, save_prefix
 from kg2text.backbones import Backbone, load_backbone
-from kg2text.batching import collate, epoch_batches, training_examples
+from kg2text.batching import collate, epoch_batches, training_examples, width_multiple
 from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
@@ -249,7 +250,8 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
         while progress["step"] < total_steps:
             batches = epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"])
             for global_batch in batches[progress["batch"]:]:
-                batch = _local_batch(examples, global_batch[rank::world] or global_batch[:1], backbone, accelerator)
+                batch = _local_batch(examples, global_batch[rank::world] or global_batch[:1], backbone, accelerator,
+                                     width_multiple(config.dtype))
                 if not global_batch[rank::world]:  # fewer rows than processes: a stand-in row that teaches nothing
                     batch["labels"].fill_(IGNORE_INDEX)
                 global_targets = _global_target_count(batch["labels"], accelerator)
@@ -380,10 +382,10 @@ def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) 
                         "restore it or start a new run")
 
 
-def _local_batch(examples: datasets.Dataset, indices: list[int], backbone: Backbone,
-                 accelerator: Accelerator) -> dict[str, torch.Tensor]:
+def _local_batch(examples: datasets.Dataset, indices: list[int], backbone: Backbone, accelerator: Accelerator,
+                 multiple: int) -> dict[str, torch.Tensor]:
     rows = [examples[i] for i in indices]
-    return {k: v.to(accelerator.device) for k, v in collate(rows, backbone.tokenizer.pad_token_id).items()}
+    return {k: v.to(accelerator.device) for k, v in collate(rows, backbone.tokenizer.pad_token_id, multiple).items()}
 
 
 def _global_target_count(labels: torch.Tensor, accelerator: Accelerator) -> float:
@@ -416,10 +418,12 @@ def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerato
 
 
 def log_entry(progress: dict, loss: float, lr: float) -> dict:
-    """One line of ``train_log.jsonl`` (kg2text's loop and the anchors' write the same lines)."""
+    """One line of ``train_log.jsonl`` (kg2text's loop and the anchors' write the same lines); the peak resident
+    memory is there to show whether a long run's memory keeps growing."""
     return {"step": progress["step"], "loss": round(loss, 5), "lr": lr, "tokens": progress["tokens"],
             "elapsed_s": round(progress["elapsed_s"], 2),
-            "tokens_per_s": round(progress["tokens"] / max(progress["elapsed_s"], 1e-9), 1)}
+            "tokens_per_s": round(progress["tokens"] / max(progress["elapsed_s"], 1e-9), 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def _log(path: Path, progress: dict, loss: float, lr: float, accelerator: Accelerator) -> None:

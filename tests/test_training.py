@@ -1,11 +1,12 @@
+import pytest
 import torch
 
 from kg2text.backbones import load_backbone
-from kg2text.batching import collate, encode_examples
+from kg2text.batching import collate, encode_examples, width_multiple
 from kg2text.data import Record
 from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.linearize import FORMATS, model_prompt
-from kg2text.model import TunedLM
+from kg2text.model import IGNORE_INDEX, TunedLM
 from kg2text.prefix import PrefixConfig, PrefixEncoder, PrefixShape
 
 RECORDS = [
@@ -38,3 +39,43 @@ def test_prefix_overfits_a_handful_of_examples_and_greedy_reproduces_them():
     beam = decode_prompts(lm, prompts, DecodeConfig(num_beams=3, max_new_tokens=20))
     assert greedy == ["Harry Potter studied at Hogwarts.", "Alan Bean is American."]
     assert beam == greedy
+
+
+def test_bf16_batches_are_padded_to_a_multiple_of_8_and_the_padding_does_not_change_the_loss():
+    backbone = load_backbone("tiny-gpt2")
+    examples = list(encode_examples([(r, r.references[0]) for r in RECORDS], FORMATS["webnlg"], backbone, 200))
+    longest = max(len(row["input_ids"]) for row in examples)
+    plain = collate(examples, backbone.tokenizer.pad_token_id, width_multiple("float32"))
+    rounded = collate(examples, backbone.tokenizer.pad_token_id, width_multiple("bfloat16"))
+    assert plain["input_ids"].shape == (2, longest)
+    assert rounded["input_ids"].shape == (2, -(-longest // 8) * 8) and rounded["input_ids"].shape[1] > longest
+    assert rounded["attention_mask"].sum() == plain["attention_mask"].sum()
+    assert (rounded["labels"][:, longest:] == IGNORE_INDEX).all()
+    lm = TunedLM(backbone)
+    with torch.no_grad():
+        lm.use("prefix", PrefixEncoder(PrefixConfig(4, 32), PrefixShape.of(backbone.model), 64)())
+        assert lm.target_loss(**rounded)[0].item() == pytest.approx(lm.target_loss(**plain)[0].item(), rel=1e-5)
+
+
+def test_the_training_loop_pads_bf16_batches_to_multiples_of_8_and_logs_its_peak_memory(tmp_path, monkeypatch):
+    import json
+
+    import kg2text.training
+    from kg2text.training import TrainConfig, train
+
+    widths = {}
+    real_collate = kg2text.training.collate
+
+    def spy(rows, pad_id, multiple=1):
+        batch = real_collate(rows, pad_id, multiple)
+        widths.setdefault(run, []).append(batch["input_ids"].shape[1])
+        return batch
+
+    monkeypatch.setattr(kg2text.training, "collate", spy)
+    for run, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+        train(TrainConfig(output=str(tmp_path / run), backbone="tiny-gpt2", max_steps=6, batch_size=3, max_examples=30,
+                          prefix_length=4, mlp_hidden=32, dtype=dtype, log_every=3, checkpoint_every=0))
+    assert all(width % 8 == 0 for width in widths["bf16"]), widths["bf16"]
+    assert any(width % 8 for width in widths["fp32"]), widths["fp32"]
+    log = [json.loads(line) for line in (tmp_path / "bf16" / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [3, 6] and all(entry["peak_rss_mb"] > 50 for entry in log)
