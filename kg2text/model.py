@@ -17,6 +17,7 @@ from kg2text.prefix import PrefixInjector
 from kg2text.prompt import drop_soft_prompt, insert_soft_prompt
 
 IGNORE_INDEX = -100
+HEAD_ROWS_MULTIPLE = 64  # bf16: the LM head's rows (target tokens) are padded to a multiple of this
 METHODS = ("prefix", "prompt", "prefix-hidden")
 PREFIX_METHODS = ("prefix", "prefix-hidden")  # both give keys/values for every layer
 
@@ -100,8 +101,11 @@ class TunedLM:
         hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         targets = labels[:, 1:]
         where = targets != IGNORE_INDEX
-        logits = self.backbone.model.get_output_embeddings()(hidden[where])
-        count = int(where.sum())
+        rows = hidden[where]
+        count = len(rows)
+        if rows.dtype == torch.bfloat16:  # few distinct LM-head shapes for oneDNN (see batching.width_multiple)
+            rows = F.pad(rows, (0, 0, 0, -count % HEAD_ROWS_MULTIPLE))
+        logits = self.backbone.model.get_output_embeddings()(rows)[:count]
         total = F.cross_entropy(logits.float(), targets[where], reduction="sum")
         return total / (normaliser or max(count, 1)), count
 

@@ -79,3 +79,23 @@ def test_the_training_loop_pads_bf16_batches_to_multiples_of_8_and_logs_its_peak
     assert any(width % 8 for width in widths["fp32"]), widths["fp32"]
     log = [json.loads(line) for line in (tmp_path / "bf16" / "train_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [3, 6] and all(entry["peak_rss_mb"] > 50 for entry in log)
+
+
+def test_a_bf16_lm_head_runs_on_rows_padded_to_64_and_the_loss_is_the_unpadded_one():
+    backbone = load_backbone("tiny-gpt2")
+    backbone.model.to(torch.bfloat16)
+    examples = list(encode_examples([(r, r.references[0]) for r in RECORDS], FORMATS["webnlg"], backbone, 200))
+    batch = collate(examples, backbone.tokenizer.pad_token_id)
+    lm = TunedLM(backbone)
+    lm.use("prefix", None)
+    head = backbone.model.get_output_embeddings()
+    seen = []
+    handle = head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        loss, count = lm.target_loss(**batch)
+        hidden = lm.hidden_states(batch["input_ids"], batch["attention_mask"])[:, :-1]
+        where = batch["labels"][:, 1:] != IGNORE_INDEX
+        unpadded = torch.nn.functional.cross_entropy(head(hidden[where]).float(), batch["labels"][:, 1:][where])
+    handle.remove()
+    assert count == int(where.sum()) < 64 and seen == [64, count]
+    assert loss.item() == pytest.approx(unpadded.item(), rel=1e-2)
