@@ -217,11 +217,7 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     start = trained_start(config, backbone)  # checked before the data is read: a wrong run fails fast
     examples = load_training_set(config, backbone)
     dev = load_dev_set(config, backbone)
-    categories = ()
-    if config.method == "control":
-        categories = control_categories(examples["category"])
-        examples = _with_control_rows(examples, categories, training_rows)
-        dev = None if dev is None else _with_control_rows(dev, categories, category_rows)
+    examples, dev, categories = _control_rows(config, examples, dev)
     lengths = [len(ids) for ids in examples["input_ids"]]
     tuner, method_config = build_tuner(config.method, backbone, config.prefix_length, config.mlp_hidden,
                                        config.init_text, config.seed, start, config.control_length, categories)
@@ -387,13 +383,20 @@ def _evaluate_dev(config: TrainConfig, lm: TunedLM, tuner: torch.nn.Module, dev:
             log.write(json.dumps({"step": progress["step"], "dev_loss": round(loss, 5), "best": improved}) + "\n")
 
 
-def _with_control_rows(examples: datasets.Dataset, categories: tuple[str, ...], rows_of) -> datasets.Dataset:
-    """The examples with a ``control`` column (each one's control prefix); fewer than two categories: an error."""
+def _control_rows(config: TrainConfig, examples: datasets.Dataset, dev: datasets.Dataset | None):
+    """``--method control``: the examples (and dev examples) with a ``control`` column, each one's control prefix
+    by its category (control.py), and the categories; other methods: unchanged, no categories."""
+    if config.method != "control":
+        return examples, dev, ()
+    categories = control_categories(examples["category"])
     if len(categories) < 3:
         found = ", ".join(categories[1:]) or "none"
         raise UserError(f"--method control needs inputs of several categories (WebNLG has 10); these examples have "
                         f"{found}: use --method prefix")
-    return examples.add_column("control", rows_of(categories, examples["category"]))
+    examples = examples.add_column("control", training_rows(categories, examples["category"]))
+    if dev is not None:
+        dev = dev.add_column("control", category_rows(categories, dev["category"]))
+    return examples, dev, categories
 
 
 def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) -> None:
