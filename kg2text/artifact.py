@@ -28,7 +28,8 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "prefixes"  # prefixes that come
 FORMAT_VERSION = 2  # 2: the header carries a digest of itself, so an edited header is refused too
 HEADER_FIELDS = {"format_version": int, "backbone": str, "backbone_fingerprint": str, "shape": list, "dtype": str,
                  "sha256": str, "format": str, "method": str}
-ARTIFACT_RANK = {"prefix": 5, "prefix-hidden": 5, "prompt": 2}  # (L, 2, kv_heads, P, head_dim) and (P, d)
+# (L, 2, kv_heads, P, head_dim), one of those per category, and (P, d)
+ARTIFACT_RANK = {"prefix": 5, "prefix-hidden": 5, "control": 6, "prompt": 2}
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -149,7 +150,19 @@ def _checked_header(path: Path, text: str) -> dict:
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
         raise UserError(f"{path}: its kg2text header names an unknown method or an impossible shape; "
                         "retrain or restore it")
+    if header["method"] == "control":
+        config = header.get("method_config")
+        categories = config.get("categories") if isinstance(config, dict) else None
+        if not (isinstance(categories, list) and len(categories) == shape[0]
+                and all(isinstance(name, str) for name in categories)):
+            raise UserError(f"{path}: its kg2text header does not list one category per control prefix; "
+                            "retrain or restore it")
     return header
+
+
+def control_categories_of(header: dict) -> list[str]:
+    """The categories of a control-prefix artifact, in the order of its stack (empty for other methods)."""
+    return header["method_config"]["categories"] if header.get("method") == "control" else []
 
 
 def check_compatible(header: dict, backbone: Backbone, source: Path) -> None:
@@ -159,5 +172,5 @@ def check_compatible(header: dict, backbone: Backbone, source: Path) -> None:
                         f"(fingerprint {header['backbone_fingerprint']}), not {backbone.name!r} "
                         f"({backbone.fingerprint()}); pass --backbone {header['backbone']} or retrain")
     shape, method = tuple(header["shape"]), header.get("method", "prefix")
-    if shape != artifact_shape(method, backbone, virtual_length(method, shape)):
+    if shape != artifact_shape(method, backbone, virtual_length(method, shape), len(control_categories_of(header))):
         raise UserError(f"{source}: {method} shape {shape} does not fit {backbone.name}")

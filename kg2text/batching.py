@@ -25,6 +25,7 @@ def encode_examples(pairs: list[tuple[Record, str]], fmt: Format, backbone: Back
     table = datasets.Dataset.from_dict({
         "prompt": [model_prompt(fmt.linearize(record.items), backbone.separator) for record, _ in pairs],
         "target": [model_target(sentence, backbone.end) for _, sentence in pairs],
+        "category": [record.category for record, _ in pairs],  # a control prefix's choice (control.py)
     })
 
     def tokenize(batch: dict) -> dict:
@@ -59,7 +60,10 @@ def collate(rows: list[dict], pad_id: int, multiple: int = 1) -> dict[str, torch
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(row["input_ids"]), torch.tensor(row["labels"]), 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if "control" in rows[0]:  # each row's control prefix (--method control)
+        batch["control"] = torch.tensor([row["control"] for row in rows], dtype=torch.long)
+    return batch
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group: int = 50) -> list[list[int]]:

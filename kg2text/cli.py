@@ -73,11 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip bad rows of --train-file/--dev-file (counted) instead of stopping at the first")
     train.add_argument("--format", help="linearization: webnlg, webnlg-tags, webnlg-words (predicates as words: "
                        "'birth place'), e2e (default: the dataset's; a pair file's from its inputs)")
-    train.add_argument("--method", default="prefix", choices=["prefix", "prompt", "prefix-hidden"],
+    train.add_argument("--method", default="prefix", choices=["prefix", "prompt", "prefix-hidden", "control"],
                        help="prefix: key/value prefix in every layer (Li & Liang); prompt: soft prompt on the "
                        "input embeddings only (Lester et al.); prefix-hidden: learned hidden states prepended inside "
-                       "every attention layer, turned into keys/values by its frozen projections (default: prefix)")
+                       "every attention layer, turned into keys/values by its frozen projections; control: a prefix "
+                       "plus a short one per input category (WebNLG's), chosen by the input (Clive et al.; inputs of "
+                       "an untrained or unknown category get a general one) (default: prefix)")
     train.add_argument("--prefix-length", type=int, default=10, help="virtual tokens P (default: 10)")
+    train.add_argument("--control-length", type=int, default=2,
+                       help="--method control: virtual tokens per category behind the shared prefix (default: 2)")
     train.add_argument("--mlp-hidden", type=int, default=512, help="prefix reparametrization MLP width (default: 512)")
     train.add_argument("--init-text", help="initialise from this text: the backbone's own keys/values (prefix) "
                        "or token embeddings (prompt); default: random (prefix) / sampled vocabulary (prompt)")

@@ -139,7 +139,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     records, name = _test_records(args, loaded)
     started = time.perf_counter()
     if loaded:
-        hypotheses = generate_sentences(loaded, [r.items for r in records], _decode_config(args), progress=True)
+        hypotheses = generate_sentences(loaded, [r.items for r in records], _decode_config(args), progress=True,
+                                        categories=[r.category for r in records])
     else:
         hypotheses = _read_hypotheses(args.hypotheses, len(records))
     elapsed = time.perf_counter() - started

@@ -16,8 +16,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from kg2text.artifact import check_compatible, read_prefix
+from kg2text.artifact import check_compatible, control_categories_of, read_prefix
 from kg2text.backbones import Backbone, load_backbone
+from kg2text.control import category_rows
 from kg2text.decoding import beam_search, greedy
 from kg2text.errors import UserError
 from kg2text.hardware import prepare_for_decoding
@@ -60,6 +61,11 @@ class LoadedPrefix:
     def header(self) -> dict:
         return next(iter(self.headers.values()))
 
+    @property
+    def categories(self) -> list[str]:
+        """A control-prefix run's categories, in the order of its stack (empty for other runs)."""
+        return control_categories_of(self.header)
+
 
 def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None = None,
                         dtype: str = "float32") -> LoadedPrefix:
@@ -78,10 +84,14 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
     tensors = [t.to(device=backbone.model.device, dtype=backbone.model.dtype) for t, _ in loaded.values()]
     headers = {task: header for task, (_, header) in loaded.items()}
     lm = TunedLM(backbone)
+    control = torch.zeros(1, dtype=torch.long) if first.get("method") == "control" else None  # rows: the inputs'
     if len(tensors) == 1:
-        lm.use(first.get("method", "prefix"), tensors[0])
+        lm.use(first.get("method", "prefix"), tensors[0], control)
         return LoadedPrefix(lm, headers)
     methods = {h.get("method", "prefix") for h in headers.values()}
+    if "control" in methods:
+        raise UserError("a --method control run cannot share a batch with other --prefix runs; generate for it "
+                        "on its own")
     if len(methods) > 1 or not methods <= set(PREFIX_METHODS):
         raise UserError("several --prefix runs can share a batch only if all are runs of one method, prefix or "
                         f"prefix-hidden (got {', '.join(sorted(methods))})")
@@ -169,12 +179,18 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
 
 
 def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | list[UserInput],
-                       decode: DecodeConfig, progress: bool = False) -> list[str]:
-    """Parsed inputs (items, or ``UserInput`` naming their task) -> sentences."""
+                       decode: DecodeConfig, progress: bool = False, categories: list[str] | None = None) -> list[str]:
+    """Parsed inputs (items, or ``UserInput`` naming their task) -> sentences.
+
+    ``categories`` (each input's WebNLG category) choose a control-prefix run's control prefixes; without
+    them, or for a category it was not trained on, an input gets its general one."""
     names = list(loaded.headers)
     tasks = [names.index(i.task) if isinstance(i, UserInput) else 0 for i in inputs]
     formats = [loaded.formats[names[t]] for t in tasks]
     items = [i.items if isinstance(i, UserInput) else i for i in inputs]
     separator = loaded.backbone.separator
     prompts = [model_prompt(fmt.linearize(x), separator) for fmt, x in zip(formats, items, strict=True)]
+    if loaded.categories:
+        rows = category_rows(loaded.categories, categories or [""] * len(inputs))
+        return decode_prompts(loaded.lm, prompts, decode, progress, rows)
     return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None)

@@ -18,8 +18,8 @@ from kg2text.prompt import drop_soft_prompt, insert_soft_prompt
 
 IGNORE_INDEX = -100
 HEAD_ROWS_MULTIPLE = 64  # bf16: the LM head's rows (target tokens) are padded to a multiple of this
-METHODS = ("prefix", "prompt", "prefix-hidden")
-PREFIX_METHODS = ("prefix", "prefix-hidden")  # both give keys/values for every layer
+METHODS = ("prefix", "prompt", "prefix-hidden", "control")
+PREFIX_METHODS = ("prefix", "prefix-hidden", "control")  # all give keys/values for every layer
 
 
 def position_ids(attention_mask: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 from kg2text.artifact import atomic_write_text
@@ -189,7 +190,8 @@ RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
 FP32_RUNS = (("fp32/webnlg", "kg2text"), ("fp32/peft-webnlg", "peft"))  # the pair before bf16 (fp32 backbone)
 FULL_TEST_RUNS = (("webnlg", "kg2text"), ("peft-webnlg", "peft"), *FP32_RUNS)
-CHANGE_KEYS = ("lr", "warmup_steps", "prefix_length", "mlp_hidden", "batch_size", "format", "init_text", "dtype")
+CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
+               "init_text", "dtype")
 
 
 def _read_json(path: Path):
@@ -223,7 +225,12 @@ def release_entry(folder: Path) -> dict:
 
 
 def _changes(config: dict, recipe: dict) -> str:
-    return ", ".join(f"{k} {config[k]}" for k in CHANGE_KEYS if config.get(k) != recipe.get(k)) or "the recipe"
+    """What a run's config.json sets unlike the recipe's (a setting older than a config file: its default)."""
+    from kg2text.training import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    return ", ".join(f"{k} {config.get(k, defaults[k])}" for k in CHANGE_KEYS
+                     if config.get(k, defaults[k]) != recipe.get(k, defaults[k])) or "the recipe"
 
 
 def _bleus(groups: dict) -> dict:

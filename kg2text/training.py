@@ -30,6 +30,7 @@ from kg2text.artifact import atomic_write, atomic_write_text, check_compatible, 
 from kg2text.backbones import Backbone, load_backbone
 from kg2text.batching import collate, epoch_batches, training_examples, width_multiple
 from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
+from kg2text.control import category_rows, control_categories, training_rows
 from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
 from kg2text.hardware import backbone_dtype
@@ -48,7 +49,7 @@ class TrainConfig:
 
     output: str
     backbone: str = "gpt2"
-    method: str = "prefix"  # prefix | prompt | prefix-hidden
+    method: str = "prefix"  # prefix | prompt | prefix-hidden | control
     dataset: str = "webnlg"
     split: str = "train"
     format: str | None = None  # default: the dataset's own (a pair file's: from its inputs)
@@ -57,6 +58,7 @@ class TrainConfig:
     dev_file: str | None = None  # dev pairs: a dev loss every eval_every steps, and the best step's prefix is kept
     skip_bad: bool = False  # skip bad rows of train_file / dev_file (counted) instead of stopping
     prefix_length: int = 10
+    control_length: int = 2  # --method control: positions per category behind the shared prefix
     mlp_hidden: int = 512
     init_text: str | None = None  # initialise from the backbone's activations / embeddings of this text
     init_from: str | None = None  # start from this run's trained prefix (adaptation to a new knowledge base)
@@ -80,6 +82,11 @@ class TrainConfig:
     eval_every: int = 100  # steps between dev losses (with dev_file)
 
     @property
+    def virtual_tokens(self) -> int:
+        """Positions an example's prefix takes (a control prefix: the shared one plus its category's)."""
+        return self.prefix_length + (self.control_length if self.method == "control" else 0)
+
+    @property
     def format_name(self) -> str:
         return self.format or DEFAULT_FORMAT[self.dataset]
 
@@ -96,7 +103,7 @@ class TrainConfig:
             raise UserError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.save_dtype not in SAVE_DTYPES:
             raise UserError(f"unknown --save-dtype {self.save_dtype!r}; choose one of: {', '.join(SAVE_DTYPES)}")
-        for name in ("prefix_length", "batch_size", "grad_accum", "mlp_hidden", "eval_every"):
+        for name in ("prefix_length", "control_length", "batch_size", "grad_accum", "mlp_hidden", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not (0 < self.lr <= MAX_LR):
@@ -108,6 +115,8 @@ class TrainConfig:
             raise UserError(f"--max-minutes {self.max_minutes} must be more than 0")
         if self.init_from and self.init_text:
             raise UserError("--init-from and --init-text both say where training starts: give one")
+        if self.init_from and self.method == "control":
+            raise UserError("--init-from is not available for --method control; use prefix or prompt")
         for name in ("train_file", "dev_file"):
             if getattr(self, name) and not Path(getattr(self, name)).is_file():
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} is not a file")
@@ -151,7 +160,7 @@ def load_training_set(config: TrainConfig, backbone: Backbone) -> datasets.Datas
         print(f"kg2text: skipped {len(skipped)} bad row(s) of {config.train_file}; first: {skipped[0]}")
     if config.train_file and not config.format:
         config.format = file_format(records)
-    return training_examples(records, get_format(config.format_name), backbone, config.prefix_length, config.seed,
+    return training_examples(records, get_format(config.format_name), backbone, config.virtual_tokens, config.seed,
                              config.max_examples)
 
 
@@ -164,7 +173,7 @@ def load_dev_set(config: TrainConfig, backbone: Backbone) -> datasets.Dataset | 
     if file_format(records) != file_format_of(config.format_name):
         raise UserError(f"--dev-file {config.dev_file}: its inputs are not in the training data's format "
                         f"({config.format_name})")
-    return training_examples(records, get_format(config.format_name), backbone, config.prefix_length, config.seed,
+    return training_examples(records, get_format(config.format_name), backbone, config.virtual_tokens, config.seed,
                              what="dev")
 
 
@@ -208,9 +217,10 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     start = trained_start(config, backbone)  # checked before the data is read: a wrong run fails fast
     examples = load_training_set(config, backbone)
     dev = load_dev_set(config, backbone)
+    examples, dev, categories = _control_rows(config, examples, dev)
     lengths = [len(ids) for ids in examples["input_ids"]]
     tuner, method_config = build_tuner(config.method, backbone, config.prefix_length, config.mlp_hidden,
-                                       config.init_text, config.seed, start)
+                                       config.init_text, config.seed, start, config.control_length, categories)
     check_disk_space(run_dir, tuner)
     steps_per_epoch = math.ceil(len(lengths) / config.batch_size / config.grad_accum)
     total_steps = config.max_steps or (math.inf if config.max_minutes else
@@ -256,7 +266,7 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
                     batch["labels"].fill_(IGNORE_INDEX)
                 global_targets = _global_target_count(batch["labels"], accelerator)
                 with accelerator.accumulate(tuner):
-                    lm.use(config.method, tuner())
+                    lm.use(config.method, tuner(), batch.get("control"))
                     loss, _ = lm.target_loss(batch["input_ids"], batch["attention_mask"], batch["labels"],
                                              normaliser=global_targets / world)
                     if not torch.isfinite(loss):
@@ -341,11 +351,11 @@ def trained_start(config: TrainConfig, backbone: Backbone) -> torch.Tensor | Non
 def dev_loss(lm: TunedLM, method: str, tensor: torch.Tensor, dev: datasets.Dataset, batch_size: int, pad_id: int,
              device: torch.device) -> float:
     """Mean cross-entropy per target token of the dev examples under ``tensor``."""
-    lm.use(method, tensor)
     total, count = 0.0, 0
     for start in range(0, len(dev), batch_size):
         batch = collate([dev[i] for i in range(start, min(start + batch_size, len(dev)))], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
+        lm.use(method, tensor, batch.get("control"))
         loss_sum, n = lm.target_loss(batch["input_ids"], batch["attention_mask"], batch["labels"], normaliser=1.0)
         total, count = total + float(loss_sum), count + n
     return total / max(count, 1)
@@ -373,10 +383,27 @@ def _evaluate_dev(config: TrainConfig, lm: TunedLM, tuner: torch.nn.Module, dev:
             log.write(json.dumps({"step": progress["step"], "dev_loss": round(loss, 5), "best": improved}) + "\n")
 
 
+def _control_rows(config: TrainConfig, examples: datasets.Dataset, dev: datasets.Dataset | None):
+    """``--method control``: the examples (and dev examples) with a ``control`` column, each one's control prefix
+    by its category (control.py), and the categories; other methods: unchanged, no categories."""
+    if config.method != "control":
+        return examples, dev, ()
+    categories = control_categories(examples["category"])
+    if len(categories) < 3:
+        found = ", ".join(categories[1:]) or "none"
+        raise UserError(f"--method control needs inputs of several categories (WebNLG has 10); these examples have "
+                        f"{found}: use --method prefix")
+    examples = examples.add_column("control", training_rows(categories, examples["category"]))
+    if dev is not None:
+        dev = dev.add_column("control", category_rows(categories, dev["category"]))
+    return examples, dev, categories
+
+
 def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) -> None:
     """Refuse to resume when config.json no longer says what the checkpoint was trained with."""
-    changed = [f"{name}: {saved.get(name)!r} -> {value!r}" for name, value in asdict(config).items()
-               if saved is not None and name != "output" and saved.get(name) != value]
+    defaults = {f.name: f.default for f in fields(TrainConfig)}  # a field newer than the checkpoint had its default
+    changed = [f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}" for name, value in asdict(config).items()
+               if saved is not None and name != "output" and saved.get(name, defaults[name]) != value]
     if changed:
         raise UserError(f"{path} changed since the checkpoint was saved ({'; '.join(changed[:3])}); "
                         "restore it or start a new run")

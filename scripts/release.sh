@@ -64,6 +64,7 @@ if [ "${1:-}" = explore ]; then
   explore recipe-10min 10 --dtype float32  # recipe-*: the recipe before bf16 (fp32 backbone)
   explore words-10min 10 --dtype float32 --format webnlg-words
   explore bf16-10min 10 --dtype bfloat16
+  explore control-10min 10 --dtype bfloat16 --method control  # + 2 positions per WebNLG category (control.py)
   explore recipe-20min 20 --dtype float32
   explore bf16-20min 20 --dtype bfloat16
   explore bf16-60min 60 --dtype bfloat16  # the budget; the full-test pair stays at 40 minutes (session time)

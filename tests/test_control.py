@@ -1,0 +1,106 @@
+"""Control prefixes: a shared prefix plus one short prefix per category, chosen by each input's category."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from kg2text.artifact import read_prefix
+from kg2text.control import (
+    GENERAL,
+    ControlConfig,
+    ControlPrefixEncoder,
+    category_rows,
+    control_categories,
+    training_rows,
+)
+from kg2text.data import read_records
+from kg2text.errors import UserError
+from kg2text.generate import DecodeConfig, decode_prompts, generate_sentences, load_for_generation
+from kg2text.linearize import get_format, model_prompt
+from kg2text.model import TunedLM
+from kg2text.prefix import PrefixShape
+from kg2text.training import TrainConfig, check_config_unchanged, train
+
+
+@pytest.fixture(scope="module")
+def control_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "control"
+    train(TrainConfig(output=str(out), backbone="tiny-gpt2", method="control", max_steps=3, max_examples=40,
+                      batch_size=8, prefix_length=4, control_length=2, mlp_hidden=32, lr=1e-3, log_every=1,
+                      checkpoint_every=0))
+    return out
+
+
+def test_categories_general_first_and_unknown_ones_fall_back_to_it():
+    categories = control_categories(["Food", "", "Airport", "Food"])
+    assert categories == (GENERAL, "Airport", "Food")
+    assert category_rows(categories, ["Food", "Politician", "", "Airport"]) == [2, 0, 0, 1]
+    assert training_rows(categories, ["Food"] * 6 + ["Airport"] * 4) == [0, 2, 2, 2, 2, 0, 1, 1, 1, 1]
+
+
+def test_every_category_prefix_starts_with_the_same_shared_prefix(tiny_gpt2):
+    shape = PrefixShape.of(tiny_gpt2.model)
+    encoder = ControlPrefixEncoder(ControlConfig(4, 3, 16, ("", "A", "B")), shape, tiny_gpt2.model.config.hidden_size)
+    stack = encoder()
+    assert stack.shape == (3, shape.layers, 2, shape.kv_heads, 7, shape.head_dim)
+    assert torch.equal(stack[0, ..., :4, :], stack[2, ..., :4, :])
+    assert not torch.allclose(stack[1, ..., 4:, :], stack[2, ..., 4:, :])
+    flat = encoder.encoder()  # positions: 4 shared, then 3 for each category in order
+    assert torch.equal(stack[2, ..., 4:, :], flat[..., 4 + 2 * 3: 4 + 3 * 3, :])
+
+
+def test_a_control_run_saves_one_prefix_per_training_category(control_run, tiny_gpt2):
+    tensor, header = read_prefix(control_run)
+    trained = {r.category for r in read_records("webnlg", "train")}
+    categories = header["method_config"]["categories"]
+    assert header["method"] == "control" and categories[0] == GENERAL and set(categories[1:]) <= trained
+    shape = PrefixShape.of(tiny_gpt2.model)
+    assert tuple(tensor.shape) == (len(categories), shape.layers, 2, shape.kv_heads, 6, shape.head_dim)
+    log = [json.loads(line) for line in (control_run / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3]
+
+
+def test_each_input_decodes_with_its_categorys_prefix(control_run):
+    loaded = load_for_generation(control_run)
+    categories = loaded.categories
+    stack = loaded.lm.prefix * 20  # large enough that the categories' prefixes say different things
+    loaded.lm.use("control", stack, torch.zeros(1, dtype=torch.long))
+    record = read_records("webnlg", "test")[0]
+    wanted = [categories[1], "NoSuchCategory", categories[-1]]
+    decode = DecodeConfig(num_beams=2, max_new_tokens=8)
+    sentences = generate_sentences(loaded, [record.items] * 3, decode, categories=wanted)
+    assert loaded.lm.rows.tolist() == [1, 0, len(categories) - 1]
+    prompt = model_prompt(get_format(loaded.header["format"]).linearize(record.items), loaded.backbone.separator)
+    alone = TunedLM(loaded.backbone)
+    for row, sentence in zip(loaded.lm.rows.tolist(), sentences, strict=True):
+        alone.use("prefix", stack[row])  # the category's full prefix as a plain prefix decodes the same
+        assert decode_prompts(alone, [prompt], decode) == [sentence]
+    assert len({sentences[0], sentences[1], sentences[2]}) > 1
+
+
+def test_evaluate_passes_each_records_category(control_run, tmp_path):
+    from kg2text.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--prefix", str(control_run), "--dataset", "webnlg", "--split", "test", "--limit", "4",
+                 "--num-beams", "1", "--max-new-tokens", "4", "--output", str(out)]) == 0
+    assert len((out / "hypotheses.txt").read_text().splitlines()) == 4
+
+
+def test_control_needs_categories_and_refuses_init_from(tmp_path):
+    with pytest.raises(UserError, match="needs inputs of several categories .* have restaurant"):
+        train(TrainConfig(output=str(tmp_path / "e2e"), backbone="tiny-gpt2", method="control", dataset="e2e",
+                          split="dev", max_steps=1, max_examples=8, prefix_length=2, mlp_hidden=16))
+    with pytest.raises(UserError, match="--init-from is not available for --method control"):
+        TrainConfig(output=str(tmp_path / "x"), method="control", init_from=str(tmp_path)).validate()
+
+
+def test_a_checkpoint_from_before_control_length_existed_still_resumes(tmp_path):
+    config = TrainConfig(output=str(tmp_path))
+    older = {k: v for k, v in asdict(config).items() if k != "control_length"}
+    check_config_unchanged(config, older, Path("config.json"))
+    with pytest.raises(UserError, match="lr: 5e-05 -> 0.001"):
+        check_config_unchanged(TrainConfig(output=str(tmp_path), lr=1e-3), older, Path("config.json"))
