@@ -35,8 +35,8 @@ def _method(report: str, method: str, keys: str):
 
 RELEASE = "results/release/report.json"
 # README release-table rows and where report.json holds them
-WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, fp32 backbone", "fp32_backbone.kg2text"),
-               ("PEFT, fp32 backbone", "fp32_backbone.peft"))
+WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 60 minutes", "webnlg_60min"),
+               ("kg2text, fp32 backbone", "fp32_backbone.kg2text"), ("PEFT, fp32 backbone", "fp32_backbone.peft"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"))
 FIGURES = [
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.all.bleu"), "{:.2f}"),
@@ -76,8 +76,8 @@ FIGURES = [
        "| {0[bleu]:.2f} | – | {0[chrf]:.2f} | SER {0[ser]:.2f}%, NIST {0[nist]:.2f}, ROUGE-L {0[rouge_l]:.2f}, "
        "CIDEr {0[cider]:.2f} |") for who, path in E2E_ROWS],
     *[(f"| {name} |", lambda name=name: _explored(name), "{}")
-      for name in ("recipe-10min", "words-10min", "bf16-10min", "recipe-20min", "webnlg",
-                   "peft-webnlg", "fp32/webnlg", "fp32/peft-webnlg")],
+      for name in ("recipe-10min", "words-10min", "bf16-10min", "control-10min", "recipe-20min", "bf16-20min", "webnlg",
+                   "peft-webnlg", "fp32/webnlg", "fp32/peft-webnlg", "bf16-60min")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
@@ -115,6 +115,36 @@ def test_readme_exploration_differences_come_from_the_release_report():
     assert (f"trains {speed:.1f}× the steps in the same 10 minutes ({bf16['train_tokens_per_s']:.0f} vs "
             f"{base['train_tokens_per_s']:.0f} tokens/s)") in readme
     assert f"scores {gain(bf16, 'all'):+.2f} BLEU-A, {gain(bf16, 'unseen'):+.2f} unseen over fp32" in readme
+    control = rows["control-10min"]
+    moved = {g: control["bleu_challenge"][g] - bf16["bleu_challenge"][g] for g in ("seen", "unseen")}
+    assert f"move seen by {moved['seen']:+.2f} and unseen by {moved['unseen']:+.2f} against bf16-10min" in readme
+    assert (f"({control['bleu_challenge']['all']:.2f} vs {bf16['bleu_challenge']['all']:.2f} BLEU-A; "
+            f"{control['train_steps']} vs {bf16['train_steps']} steps, {control['train_tokens_per_s']:.0f} vs "
+            f"{bf16['train_tokens_per_s']:.0f} tokens/s") in readme
+
+
+def test_readme_bf16_speed_held_over_60_minutes_comes_from_the_logs():
+    rows = {r["name"]: r for r in json.loads((ROOT / RELEASE).read_text())["exploration"]}
+    log = [json.loads(line) for line in (ROOT / "results/release/explore/bf16-60min/train_log.jsonl").read_text()
+           .splitlines()]
+    rates = [(y["tokens"] - x["tokens"]) / (y["elapsed_s"] - x["elapsed_s"])
+             for x, y in zip(log[::10], log[10::10], strict=False)]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"held {min(rates):.0f}-{max(rates):.0f} tokens/s per 100 steps for all 60 minutes "
+            f"({rows['bf16-60min']['train_tokens_per_s']:.1f} on average, against "
+            f"{rows['webnlg']['train_tokens_per_s']:.1f} over the 40-minute run)") in readme
+
+
+def test_readme_60_minutes_against_40_comes_from_the_release_report():
+    report = json.loads((ROOT / RELEASE).read_text())
+    sixty, forty = report["webnlg_60min"], report["webnlg"]
+    gain = {g: sixty["bleu_challenge"][g] - forty["bleu_challenge"][g] for g in ("all", "unseen")}
+    below = {g: target - sixty["bleu_challenge"][g] for g, target in (("all", 55.1), ("unseen", 45.6))}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"after 60 minutes {below['all']:.1f} and {below['unseen']:.1f} below" in readme
+    more = 100 * (sixty["train_steps"] / forty["train_steps"] - 1)
+    assert (f"(60 against 40 minutes: {gain['all']:+.2f} BLEU-A, {gain['unseen']:+.2f} unseen on the full test, "
+            f"{more:.0f}% more steps)") in readme
 
 
 def test_readme_curve_comes_from_the_release_report():

@@ -96,6 +96,7 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     _scored_run(tmp_path / "peft-e2e", "e2e", 60.0, 8)
     _scored_run(tmp_path / "fp32" / "webnlg", "webnlg", 44.0, 40, references[:-1] + ["x"], dtype="float32")
     _scored_run(tmp_path / "fp32" / "peft-webnlg", "webnlg", 43.0, 40, ["x"] * len(references), dtype="float32")
+    _scored_run(tmp_path / "webnlg-60min", "webnlg", 53.0, 60)
     _scored_run(tmp_path / "explore" / "words-10min", "webnlg", 45.0, 10)
     (tmp_path / "explore" / "words-10min" / "config.json").write_text(
         json.dumps({"max_minutes": 10, "lr": 5e-4, "format": "webnlg-words", "dtype": "bfloat16"}))
@@ -114,6 +115,8 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert saved["train_minutes"] == 40 and saved["dtype"] == "bfloat16"
     assert saved["fp32_backbone"]["kg2text"]["bleu_challenge"]["all"] == 46.0
     assert saved["fp32_backbone"]["peft"]["bleu"]["unseen"] == 41.0
+    assert saved["webnlg_60min"]["bleu_challenge"] == {"all": 55.0, "seen": 54.0, "unseen": 53.0}
+    assert "webnlg-60min" not in {r["name"] for r in report["exploration"]}
     rows = {r["name"]: r for r in report["exploration"]}
     assert rows["words-10min"]["changes"] == "format webnlg-words"
     assert rows["webnlg"]["entries"] == 40 and rows["webnlg"]["bleu"] > 95  # its first references, on the slice
@@ -125,6 +128,8 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     md = (tmp_path / "report.md").read_text()
     assert "- WebNLG challenge BLEU-A >= 55: 52.00, **not met**" in md
     assert "- +2 BLEU-A over PEFT at the same budget: 52.00 vs 49.00 (+3.00), **met**" in md
+    assert "at 60 minutes (the issue's budget; no PEFT run at 60): BLEU-A 55.00, **met**; unseen 53.00, **met**" in md
+    assert "| kg2text, 60 minutes | webnlg | 1,862 | 53.00 / 52.00 / 51.00 |" in md
     assert "| kg2text, fp32 backbone | webnlg | 1,862 | 44.00 / 43.00 / 42.00 | 46.00 / 45.00 / 44.00 |" in md
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "Machine: test CPU, 2 cores (avx2)." in md
