@@ -38,9 +38,9 @@ class ControlConfig:
         return {**asdict(self), "categories": list(self.categories)}
 
     @property
-    def positions(self) -> int:
-        """Virtual tokens one input attends to: the shared prefix and its category's control prefix."""
-        return self.num_virtual_tokens + self.control_tokens
+    def encoder_positions(self) -> int:
+        """Positions the encoder makes: the shared prefix, then each category's control prefix."""
+        return self.num_virtual_tokens + len(self.categories) * self.control_tokens
 
 
 def control_categories(example_categories: list[str]) -> tuple[str, ...]:
@@ -66,8 +66,7 @@ class ControlPrefixEncoder(nn.Module):
     def __init__(self, config: ControlConfig, shape: PrefixShape, embed_dim: int, init: torch.Tensor | None = None):
         super().__init__()
         self.config = config
-        positions = config.num_virtual_tokens + len(config.categories) * config.control_tokens
-        self.encoder = PrefixEncoder(PrefixConfig(positions, config.hidden), shape, embed_dim, init)
+        self.encoder = PrefixEncoder(PrefixConfig(config.encoder_positions, config.hidden), shape, embed_dim, init)
 
     def forward(self) -> torch.Tensor:
         """The stack ``(C, layers, 2, kv_heads, P + Pc, head_dim)``: the shared prefix, then category c's."""

@@ -45,7 +45,7 @@ def build_tuner(method: str, backbone: Backbone, length: int, mlp_hidden: int, i
         return PrefixEncoder(config, PrefixShape.of(backbone.model), hidden_size, init), config.to_dict()
     if method == "control":
         control = ControlConfig(length, control_length, mlp_hidden, categories)
-        init = text_activations(backbone.model, ids, length + len(categories) * control_length) if ids else None
+        init = text_activations(backbone.model, ids, control.encoder_positions) if ids else None
         return ControlPrefixEncoder(control, PrefixShape.of(backbone.model), hidden_size, init), control.to_dict()
     if method == "prefix-hidden":
         if trained is not None:
