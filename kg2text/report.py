@@ -188,9 +188,13 @@ def write_report(data: dict, out: Path) -> None:
 
 RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
-FP32_RUNS = (("fp32/webnlg", "kg2text"), ("fp32/peft-webnlg", "peft"))  # the pair before bf16 (fp32 backbone)
-FULL_TEST_RUNS = (("webnlg", "kg2text"), ("peft-webnlg", "peft"), *FP32_RUNS)
-SIXTY_MINUTES_RUN = "webnlg-60min"  # the explore stage's 60-minute prefix on the full test (kg2text only)
+# The earlier recipes' pairs (scripts/release.sh pairs), each {trainer: folder}: 40 minutes with a bf16 backbone
+# (shipped before the 60-minute prefix) and with an fp32 backbone (the recipe before bf16)
+EARLIER_PAIRS = {"forty_minutes": {"kg2text": "40min/webnlg", "peft": "40min/peft-webnlg"},
+                 "fp32_backbone": {"kg2text": "fp32/webnlg", "peft": "fp32/peft-webnlg"}}
+EARLIER_NAMES = {"forty_minutes": "40 minutes", "fp32_backbone": "fp32 backbone"}  # their release-table rows
+FULL_TEST_RUNS = (("webnlg", "kg2text"), ("peft-webnlg", "peft"),
+                  *((folder, trainer) for pair in EARLIER_PAIRS.values() for trainer, folder in pair.items()))
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype")
 
@@ -284,10 +288,6 @@ def _release_targets(report: dict) -> list[str]:
 
     lines = [f"- WebNLG challenge BLEU-A >= 55: {ours['all']:.2f}, {verdict(ours['all'] >= 55)}",
              f"- WebNLG challenge BLEU unseen >= 46: {ours['unseen']:.2f}, {verdict(ours['unseen'] >= 46)}"]
-    if "webnlg_60min" in report:
-        sixty = report["webnlg_60min"]["bleu_challenge"]
-        lines.append(f"- the same at 60 minutes (the issue's budget; no PEFT run at 60): BLEU-A {sixty['all']:.2f}, "
-                     f"{verdict(sixty['all'] >= 55)}; unseen {sixty['unseen']:.2f}, {verdict(sixty['unseen'] >= 46)}")
     if theirs:
         gain = ours["all"] - theirs["all"]
         lines.append(f"- +2 BLEU-A over PEFT at the same budget: {ours['all']:.2f} vs {theirs['all']:.2f} "
@@ -302,13 +302,12 @@ def write_release_report(out: Path) -> dict:
                       if (out / f"peft-{task}" / "scores.json").exists()}
     report["train_minutes"] = report["webnlg"]["train_minutes"]
     report["dtype"] = report["webnlg"]["dtype"]
-    report["fp32_backbone"] = {trainer: release_entry(out / name) for name, trainer in FP32_RUNS
-                               if (out / name / "scores.json").exists()}
-    if (out / SIXTY_MINUTES_RUN / "scores.json").exists():
-        report["webnlg_60min"] = release_entry(out / SIXTY_MINUTES_RUN)
+    for key, pair in EARLIER_PAIRS.items():
+        report[key] = {trainer: release_entry(out / folder) for trainer, folder in pair.items()
+                       if (out / folder / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
-    report["command"] = "bash scripts/release.sh && bash scripts/release.sh explore"
+    report["command"] = "bash scripts/release.sh && bash scripts/release.sh pairs && bash scripts/release.sh explore"
     machine = report["webnlg"]["machine"]
     md = ["# Release report: the shipped prefixes, the PEFT anchor, the short-budget exploration", "",
           f"Command: `{report['command']}` (each ends with `python scripts/release_report.py`). Machine: "
@@ -319,7 +318,7 @@ def write_release_report(out: Path) -> dict:
           "## Exploration (WebNLG, short budgets, one slice of the test set)", "", _exploration_table(report), "",
           "Each run trains for its budget with the schedule decaying to 0 on time and is scored on the same "
           "evenly spaced entries of WebNLG test (beam 5); the rows named like the full-test runs above (webnlg, "
-          "peft-webnlg, fp32/...) are scored on those entries from their full-test sentences.", ""]
+          "peft-webnlg, 40min/..., fp32/...) are scored on those entries from their full-test sentences.", ""]
     if report["curve"]:
         md += ["![challenge BLEU against training minutes](curve.png)", ""]
         _curve_plot(report["curve"], out / "curve.png")
@@ -356,11 +355,9 @@ def _release_notes(out: Path) -> list[str]:
 def _release_table(report: dict) -> str:
     rows = ["| trainer | task | entries | BLEU all / seen / unseen | challenge BLEU all / seen / unseen | chrF++ | "
             "faithfulness / other | trained | decoding |", "|---|---|---:|---|---|---:|---|---|---:|"]
-    fp32 = report["fp32_backbone"]
     pairs = [("kg2text", report, RELEASE_TASKS), ("PEFT", report["peft"], RELEASE_TASKS),
-             ("kg2text, 60 minutes", {"webnlg": report.get("webnlg_60min")}, ("webnlg",)),
-             ("kg2text, fp32 backbone", {"webnlg": fp32.get("kg2text")}, ("webnlg",)),
-             ("PEFT, fp32 backbone", {"webnlg": fp32.get("peft")}, ("webnlg",))]
+             *((f"{trainer}, {EARLIER_NAMES[key]}", {"webnlg": report[key].get(trainer.lower())}, ("webnlg",))
+               for key in EARLIER_PAIRS for trainer in ("kg2text", "PEFT"))]
     for trainer, runs, tasks in pairs:
         for task in tasks:
             if not runs.get(task):

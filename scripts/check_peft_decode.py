@@ -5,7 +5,7 @@ decoding code path and settings. This decodes a slice of the same entries with P
 saved ``adapter/``, beam 5, the same limits) and counts identical sentences.
 
     python scripts/check_peft_decode.py runs/release/peft-webnlg results/release/peft-webnlg --limit 16
-    (the fp32 pair: runs/release/fp32/peft-webnlg results/release/fp32/peft-webnlg)
+    (scripts/release.sh runs it for each PEFT WebNLG run it scores)
 """
 
 import argparse

@@ -90,13 +90,13 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     from kg2text.report import reference_slot_error_rate, write_release_report
 
     references = [r.references[0] for r in read_records("webnlg", "test")]
-    _scored_run(tmp_path / "webnlg", "webnlg", 50.0, 40, references)
+    _scored_run(tmp_path / "webnlg", "webnlg", 50.0, 60, references)
     _scored_run(tmp_path / "e2e", "e2e", 62.0, 8)
-    _scored_run(tmp_path / "peft-webnlg", "webnlg", 47.0, 40, ["x"] * len(references))
+    _scored_run(tmp_path / "peft-webnlg", "webnlg", 47.0, 60, ["x"] * len(references))
+    _scored_run(tmp_path / "40min" / "webnlg", "webnlg", 53.0, 40, references[:-2] + ["x", "x"])
     _scored_run(tmp_path / "peft-e2e", "e2e", 60.0, 8)
     _scored_run(tmp_path / "fp32" / "webnlg", "webnlg", 44.0, 40, references[:-1] + ["x"], dtype="float32")
     _scored_run(tmp_path / "fp32" / "peft-webnlg", "webnlg", 43.0, 40, ["x"] * len(references), dtype="float32")
-    _scored_run(tmp_path / "webnlg-60min", "webnlg", 53.0, 60)
     _scored_run(tmp_path / "explore" / "words-10min", "webnlg", 45.0, 10)
     (tmp_path / "explore" / "words-10min" / "config.json").write_text(
         json.dumps({"max_minutes": 10, "lr": 5e-4, "format": "webnlg-words", "dtype": "bfloat16"}))
@@ -112,24 +112,26 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert saved["webnlg"]["chrf"] == 60.0 and saved["webnlg"]["coverage"] == 80.0
     assert saved["e2e"]["bleu"] == 62.0 and saved["e2e"]["ser"] == 20.0 and saved["e2e"]["cider"] == 1.5
     assert saved["peft"]["webnlg"]["bleu_challenge"]["all"] == 49.0 and saved["peft"]["e2e"]["bleu"] == 60.0
-    assert saved["train_minutes"] == 40 and saved["dtype"] == "bfloat16"
+    assert saved["train_minutes"] == 60 and saved["dtype"] == "bfloat16"
     assert saved["fp32_backbone"]["kg2text"]["bleu_challenge"]["all"] == 46.0
     assert saved["fp32_backbone"]["peft"]["bleu"]["unseen"] == 41.0
-    assert saved["webnlg_60min"]["bleu_challenge"] == {"all": 55.0, "seen": 54.0, "unseen": 53.0}
-    assert "webnlg-60min" not in {r["name"] for r in report["exploration"]}
+    assert list(saved["forty_minutes"]) == ["kg2text"]  # no PEFT 40-minute run in this folder
+    assert saved["forty_minutes"]["kg2text"]["bleu_challenge"] == {"all": 55.0, "seen": 54.0, "unseen": 53.0}
     rows = {r["name"]: r for r in report["exploration"]}
     assert rows["words-10min"]["changes"] == "format webnlg-words"
     assert rows["webnlg"]["entries"] == 40 and rows["webnlg"]["bleu"] > 95  # its first references, on the slice
     assert rows["peft-webnlg"]["bleu"] < 1 and rows["fp32/peft-webnlg"]["changes"] == "dtype float32"
     assert rows["fp32/webnlg"]["bleu"] > 95 and rows["fp32/webnlg"]["changes"] == "dtype float32"
+    assert rows["40min/webnlg"]["changes"] == "the recipe" and rows["40min/webnlg"]["bleu"] > 90
     assert [(p["minutes"], p["dtype"], p["all"]) for p in report["curve"]] == [
         (40, "float32", rows["fp32/webnlg"]["bleu_challenge"]["all"]),
-        (40, "bfloat16", rows["webnlg"]["bleu_challenge"]["all"])]
+        (40, "bfloat16", rows["40min/webnlg"]["bleu_challenge"]["all"]),
+        (60, "bfloat16", rows["webnlg"]["bleu_challenge"]["all"])]
     md = (tmp_path / "report.md").read_text()
     assert "- WebNLG challenge BLEU-A >= 55: 52.00, **not met**" in md
     assert "- +2 BLEU-A over PEFT at the same budget: 52.00 vs 49.00 (+3.00), **met**" in md
-    assert "at 60 minutes (the issue's budget; no PEFT run at 60): BLEU-A 55.00, **met**; unseen 53.00, **met**" in md
-    assert "| kg2text, 60 minutes | webnlg | 1,862 | 53.00 / 52.00 / 51.00 |" in md
+    assert "| kg2text, 40 minutes | webnlg | 1,862 | 53.00 / 52.00 / 51.00 |" in md
+    assert "| PEFT, 40 minutes |" not in md
     assert "| kg2text, fp32 backbone | webnlg | 1,862 | 44.00 / 43.00 / 42.00 | 46.00 / 45.00 / 44.00 |" in md
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "Machine: test CPU, 2 cores (avx2)." in md
