@@ -124,8 +124,8 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert rows["fp32/webnlg"]["bleu"] > 95 and rows["fp32/webnlg"]["changes"] == "dtype float32"
     assert rows["40min/webnlg"]["changes"] == "the recipe" and rows["40min/webnlg"]["bleu"] > 90
     assert [(p["minutes"], p["dtype"], p["all"]) for p in report["curve"]] == [
-        (40, "float32", rows["fp32/webnlg"]["bleu_challenge"]["all"]),
         (40, "bfloat16", rows["40min/webnlg"]["bleu_challenge"]["all"]),
+        (40, "float32", rows["fp32/webnlg"]["bleu_challenge"]["all"]),
         (60, "bfloat16", rows["webnlg"]["bleu_challenge"]["all"])]
     md = (tmp_path / "report.md").read_text()
     assert "- WebNLG challenge BLEU-A >= 55: 52.00, **not met**" in md
