@@ -188,13 +188,13 @@ def write_report(data: dict, out: Path) -> None:
 
 RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
-# The earlier recipes' pairs (scripts/release.sh pairs), each {trainer: folder}: 40 minutes with a bf16 backbone
-# (shipped before the 60-minute prefix) and with an fp32 backbone (the recipe before bf16)
-EARLIER_PAIRS = {"forty_minutes": {"kg2text": "40min/webnlg", "peft": "40min/peft-webnlg"},
-                 "fp32_backbone": {"kg2text": "fp32/webnlg", "peft": "fp32/peft-webnlg"}}
-EARLIER_NAMES = {"forty_minutes": "40 minutes", "fp32_backbone": "fp32 backbone"}  # their release-table rows
-FULL_TEST_RUNS = (("webnlg", "kg2text"), ("peft-webnlg", "peft"),
-                  *((folder, trainer) for pair in EARLIER_PAIRS.values() for trainer, folder in pair.items()))
+# The earlier recipes' pairs (scripts/release.sh pairs), 40 minutes each, laid out like the main pair in a folder:
+# report key -> (folder, release-table name). bf16 backbone (shipped before the 60-minute prefix), fp32 backbone.
+EARLIER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone")}
+PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
+FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
+                       for folder in ("", *(folder for folder, _ in EARLIER_PAIRS.values()))
+                       for trainer, run in PAIR_RUNS.items())
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype")
 
@@ -302,9 +302,9 @@ def write_release_report(out: Path) -> dict:
                       if (out / f"peft-{task}" / "scores.json").exists()}
     report["train_minutes"] = report["webnlg"]["train_minutes"]
     report["dtype"] = report["webnlg"]["dtype"]
-    for key, pair in EARLIER_PAIRS.items():
-        report[key] = {trainer: release_entry(out / folder) for trainer, folder in pair.items()
-                       if (out / folder / "scores.json").exists()}
+    for key, (folder, _) in EARLIER_PAIRS.items():
+        report[key] = {trainer: release_entry(out / folder / run) for trainer, run in PAIR_RUNS.items()
+                       if (out / folder / run / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
     report["command"] = "bash scripts/release.sh && bash scripts/release.sh pairs && bash scripts/release.sh explore"
@@ -356,8 +356,9 @@ def _release_table(report: dict) -> str:
     rows = ["| trainer | task | entries | BLEU all / seen / unseen | challenge BLEU all / seen / unseen | chrF++ | "
             "faithfulness / other | trained | decoding |", "|---|---|---:|---|---|---:|---|---|---:|"]
     pairs = [("kg2text", report, RELEASE_TASKS), ("PEFT", report["peft"], RELEASE_TASKS),
-             *((f"{trainer}, {EARLIER_NAMES[key]}", {"webnlg": report[key].get(trainer.lower())}, ("webnlg",))
-               for key in EARLIER_PAIRS for trainer in ("kg2text", "PEFT"))]
+             *((f"{shown}, {name}", {"webnlg": report[key].get(trainer)}, ("webnlg",))
+               for key, (_, name) in EARLIER_PAIRS.items()
+               for trainer, shown in (("kg2text", "kg2text"), ("peft", "PEFT")))]
     for trainer, runs, tasks in pairs:
         for task in tasks:
             if not runs.get(task):
