@@ -38,6 +38,10 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                        help="the backbone's format for decoding: bfloat16 (faster on CPUs with AVX512-BF16 or AMX) or "
                        "int8 (int8 weights, bf16 activations: fastest at batch 1); both change BLEU a "
                        "little, see results/speed/speed.md (default: float32, the reference)")
+    group.add_argument("--rerank", action="store_true",
+                       help="of the beam's num-beams finished sentences, output the one that mentions the most input "
+                       "entities (WebNLG subjects and objects, E2E values; ties: the better beam score) instead of "
+                       "the best-scored one; needs --num-beams > 1 (default: off)")
     group.add_argument("--decoder", default="kg2text", choices=["kg2text", "hf"],
                        help="kg2text: our decoding loop (fast); hf: transformers' generate, the reference it is "
                        "tested against (default: kg2text)")

@@ -192,8 +192,9 @@ def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: i
 
 @torch.no_grad()
 def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: int, max_new_tokens: int, eos: int,
-                banned: torch.Tensor, length_penalty: float = 1.0) -> list[list[int]]:
-    """Beam search with transformers' semantics (``early_stopping=True``); the best hypothesis of each input."""
+                banned: torch.Tensor, length_penalty: float = 1.0) -> list[list[list[int]]]:
+    """Beam search with transformers' semantics (``early_stopping=True``): each input's ``num_beams`` finished
+    hypotheses, best first (as ``generate``'s ``num_return_sequences=num_beams``)."""
     n, beams, keep_k = ids.shape[0], num_beams, 2 * num_beams
     device = ids.device
     cache = _new_cache(lm, n * beams, n, _prompt_width(lm, ids), max_new_tokens)
@@ -204,7 +205,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
     finished_scores = torch.full((n, beams), NEG, device=device)
     finished_done = torch.zeros(n, beams, dtype=torch.bool, device=device)
     finished = torch.full((n, beams, max_new_tokens), eos, dtype=torch.long, device=device)
-    results: list[list[int]] = [[] for _ in range(n)]
+    results: list[list[list[int]]] = [[] for _ in range(n)]
     alive = torch.arange(n, device=device)
     for step in range(max_new_tokens):
         live = running_scores.shape[1]
@@ -234,7 +235,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
         source_beam = cand_beam.gather(1, next_order)
         done = finished_done.all(1) | (step + 1 == max_new_tokens)
         for index in done.nonzero().squeeze(1).tolist():
-            results[int(alive[index])] = _until_eos(finished[index, 0].tolist(), eos)
+            results[int(alive[index])] = [_until_eos(tokens, eos) for tokens in finished[index].tolist()]
         if bool(done.all()):
             break
         keep = (~done).nonzero().squeeze(1)

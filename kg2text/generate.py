@@ -24,6 +24,7 @@ from kg2text.errors import UserError
 from kg2text.hardware import prepare_for_decoding
 from kg2text.inputs import UserInput
 from kg2text.linearize import Format, Item, get_format, model_prompt
+from kg2text.metrics import mentions_found
 from kg2text.model import PREFIX_METHODS, TunedLM, check_fits
 
 
@@ -37,6 +38,12 @@ class DecodeConfig:
     max_new_tokens: int = 100
     batch_size: int = 16
     engine: str = "kg2text"  # kg2text: our loop (kg2text/decoding.py); hf: transformers' generate, the reference
+    rerank: bool = False  # of the num_beams finished beams, output the one that mentions most input entities
+
+    @property
+    def candidates(self) -> int:
+        """Hypotheses kept per input: all finished beams when reranking, else the best one."""
+        return self.num_beams if self.rerank else 1
 
 
 ENGINES = ("kg2text", "hf")
@@ -116,6 +123,7 @@ def _generation_config(backbone: Backbone, decode: DecodeConfig) -> GenerationCo
         do_sample=False, num_beams=decode.num_beams, length_penalty=decode.length_penalty,
         no_repeat_ngram_size=decode.no_repeat_ngram_size, max_new_tokens=decode.max_new_tokens,
         early_stopping=decode.num_beams > 1 or None, bad_words_ids=banned or None,
+        num_return_sequences=decode.candidates,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
 
@@ -124,9 +132,14 @@ GenerateBatch = Callable[[list[int], torch.Tensor, torch.Tensor, GenerationConfi
 
 
 def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig, generate_batch: GenerateBatch,
-                   virtual_tokens: int = 0, progress: bool = False) -> list[str]:
+                   virtual_tokens: int = 0, progress: bool = False,
+                   items: list[tuple[Item, ...]] | None = None) -> list[str]:
     """Tokenize, batch by length, left-pad, call ``generate_batch(indices, ids, mask, config)`` for the
-    new tokens of each batch, and return clean one-line sentences in input order."""
+    new tokens of each batch (``decode.candidates`` rows per input, best first), and return clean one-line
+    sentences in input order. With ``decode.rerank``, each input's sentence is its candidate that mentions
+    the most of its ``items``' entities (ties: the better-scored one)."""
+    if decode.rerank and items is None:
+        raise ValueError("reranking by mentions needs each prompt's items")
     tokenizer, device = backbone.tokenizer, backbone.model.device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     for ids in encoded:
@@ -144,18 +157,22 @@ def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig,
             ids[row, width - len(encoded[i]):], mask[row, width - len(encoded[i]):] = torch.tensor(encoded[i]), 1
         with torch.no_grad():
             new_tokens = generate_batch(batch, ids.to(device), mask.to(device), config)
-        for row, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
-            outputs[row] = " ".join(text.split())
+        texts = [" ".join(text.split()) for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        for index, row in enumerate(batch):
+            candidates = texts[index * decode.candidates: (index + 1) * decode.candidates]
+            outputs[row] = max(candidates, key=lambda t: mentions_found(items[row], t)[0]) if decode.rerank \
+                else candidates[0]
         bar.update(len(batch))
     bar.close()
     return outputs
 
 
 def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progress: bool = False,
-                   tasks: list[int] | None = None) -> list[str]:
+                   tasks: list[int] | None = None, items: list[tuple[Item, ...]] | None = None) -> list[str]:
     """Generate a sentence for each model prompt with the prefix or prompt in use.
 
-    With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ).
+    With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ);
+    ``items`` are each prompt's facts, which ``decode.rerank`` needs.
     ``no_repeat_ngram_size`` is only in transformers' ``generate``, which then decodes.
     """
     tokenizer = lm.backbone.tokenizer
@@ -169,13 +186,14 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
             lm.model_inputs(ids, mask)  # sets this object's prefix on the shared injector
             if decode.num_beams == 1:
                 return greedy(lm, ids, mask, decode.max_new_tokens, tokenizer.eos_token_id, banned)
-            return beam_search(lm, ids, mask, decode.num_beams, decode.max_new_tokens, tokenizer.eos_token_id,
-                               banned, decode.length_penalty)
+            hypotheses = beam_search(lm, ids, mask, decode.num_beams, decode.max_new_tokens, tokenizer.eos_token_id,
+                                     banned, decode.length_penalty)
+            return [tokens for row in hypotheses for tokens in row[: decode.candidates]]
         inputs = lm.model_inputs(ids, mask)
         out = lm.backbone.model.generate(**inputs, generation_config=config)
         return out[:, ids.shape[1]:] if "input_ids" in inputs else out  # from embeddings only new tokens return
 
-    return decode_batched(lm.backbone, prompts, decode, generate_batch, lm.virtual_tokens, progress)
+    return decode_batched(lm.backbone, prompts, decode, generate_batch, lm.virtual_tokens, progress, items)
 
 
 def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | list[UserInput],
@@ -192,5 +210,5 @@ def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | li
     prompts = [model_prompt(fmt.linearize(x), separator) for fmt, x in zip(formats, items, strict=True)]
     if loaded.categories:
         rows = category_rows(loaded.categories, categories or [""] * len(inputs))
-        return decode_prompts(loaded.lm, prompts, decode, progress, rows)
-    return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None)
+        return decode_prompts(loaded.lm, prompts, decode, progress, rows, items)
+    return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None, items)

@@ -132,35 +132,46 @@ def normalise(text: str) -> str:
     return " ".join(text.replace("_", " ").replace('"', " ").replace("'", " ").lower().split())
 
 
+_BINARY_SLOT_WORDS = {"familyFriendly": ("family", "kid", "child", "children")}
+
+
+def expected_mentions(items: tuple[tuple[str, ...], ...]) -> list[tuple[str, ...]]:
+    """What a faithful output contains, one entry per fact element, each a tuple of acceptable words: a
+    triple's subject and its object; an E2E slot's value (a binary slot: any of its keywords)."""
+    wanted: list[tuple[str, ...]] = []
+    for item in items:
+        if len(item) == 3:
+            wanted += [(normalise(item[0]),), (normalise(item[2]),)]
+        else:
+            wanted.append(_BINARY_SLOT_WORDS.get(item[0], (normalise(item[1]),)))
+    return wanted
+
+
+def mentions_found(items: tuple[tuple[str, ...], ...], hypothesis: str) -> tuple[int, int]:
+    """(found, expected) mentions of ``items`` in ``hypothesis``, verbatim after ``normalise``."""
+    text, wanted = normalise(hypothesis), expected_mentions(items)
+    return sum(any(word in text for word in words) for words in wanted), len(wanted)
+
+
+def _mention_totals(records: list[Record], hypotheses: list[str]) -> tuple[int, int]:
+    counts = [mentions_found(r.items, h) for r, h in zip(records, hypotheses, strict=True)]
+    return sum(found for found, _ in counts), sum(total for _, total in counts)
+
+
 def webnlg_coverage(records: list[Record], hypotheses: list[str]) -> float:
     """Share (%) of triple subjects and objects that appear verbatim (normalised) in the output.
 
     BLEU hides a dropped or invented fact; this counts dropped entities directly.
     """
-    found = total = 0
-    for record, hypothesis in zip(records, hypotheses, strict=True):
-        text = normalise(hypothesis)
-        for subject, _, obj in record.items:
-            for entity in (subject, obj):
-                total += 1
-                found += normalise(entity) in text
+    found, total = _mention_totals(records, hypotheses)
     return 100 * found / max(total, 1)
-
-
-_BINARY_SLOT_WORDS = {"familyFriendly": ("family", "kid", "child", "children")}
 
 
 def e2e_slot_error_rate(records: list[Record], hypotheses: list[str]) -> float:
     """Slot error rate (%): MR values not found in the output (binary slots by keyword). Approximate:
     it catches dropped values, not wrong negations or hallucinated extra slots."""
-    missing = total = 0
-    for record, hypothesis in zip(records, hypotheses, strict=True):
-        text = normalise(hypothesis)
-        for slot, value in record.items:
-            total += 1
-            words = _BINARY_SLOT_WORDS.get(slot, (normalise(value),))
-            missing += not any(word in text for word in words)
-    return 100 * missing / max(total, 1)
+    found, total = _mention_totals(records, hypotheses)
+    return 100 * (total - found) / max(total, 1)
 
 
 def _ngrams(words: list[str], n: int) -> Counter:

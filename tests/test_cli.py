@@ -48,6 +48,7 @@ def test_generate_from_text_jsonl_and_stdin(trained_run, tmp_path, capsys, monke
     (["--input", "{tmp}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
     (["--input", "{tmp}/empty.txt"], "no usable inputs (the file is empty)"),
     (["--backbone", "tiny-llama", "A | b | c"], "trained for backbone 'tiny-gpt2'"),
+    (["--rerank", "A | b | c"], "--rerank chooses among the beam's sentences: it needs --num-beams 2 or more"),
 ])
 def test_bad_generate_input_gets_one_clear_line(trained_run, tmp_path, capsys, argv, message):
     (tmp_path / "bad.jsonl").write_text('{"input": "A | b | c"}\n{not json\n')
@@ -56,6 +57,19 @@ def test_bad_generate_input_gets_one_clear_line(trained_run, tmp_path, capsys, a
     assert code == 2 and out == ""
     assert err.startswith("kg2text: error: ") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_rerank_never_mentions_fewer_entities_than_the_best_beam(trained_run, capsys):
+    from kg2text.linearize import parse_triples
+    from kg2text.metrics import mentions_found
+
+    inputs = ["Harry_Potter | education | Hogwarts ; Harry_Potter | house | Gryffindor", "A | b | c"]
+    beam = ["generate", "--prefix", trained_run, "--num-beams", "4", "--max-new-tokens", "8", *inputs]
+    _, best, _ = run(beam, capsys)
+    code, reranked, _ = run([*beam, "--rerank"], capsys)
+    assert code == 0 and len(reranked.splitlines()) == 2
+    for line, plain, chosen in zip(inputs, best.splitlines(), reranked.splitlines(), strict=True):
+        assert mentions_found(parse_triples(line), chosen)[0] >= mentions_found(parse_triples(line), plain)[0]
 
 
 def test_missing_prefix_folder(tmp_path, capsys):

@@ -62,6 +62,44 @@ def test_mixed_task_batch_decodes_each_row_as_its_task_alone(backbone, beams):
     assert together != decode_prompts(first, PROMPTS, decode)  # the second task really says something else
 
 
+def test_beam_search_returns_every_finished_beam_in_generates_order(backbone):
+    from kg2text.decoding import beam_search
+    from kg2text.generate import _generation_config, newline_token_ids
+
+    lm, decode = tuned(backbone, "prefix", seed=3), DecodeConfig(num_beams=4, max_new_tokens=9, rerank=True)
+    tokenizer = backbone.tokenizer
+    batch = tokenizer(PROMPTS[:3], add_special_tokens=False, padding=True, return_tensors="pt", padding_side="left")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    inputs = lm.model_inputs(ids, mask)
+    theirs = backbone.model.generate(**inputs, generation_config=_generation_config(backbone, decode))
+    banned = torch.tensor(newline_token_ids(tokenizer))
+    ours = beam_search(lm, ids, mask, 4, 9, tokenizer.eos_token_id, banned)
+    assert [len(hypotheses) for hypotheses in ours] == [4, 4, 4]
+    flat = [tokens for hypotheses in ours for tokens in hypotheses]
+    clean = tokenizer.batch_decode(theirs[:, ids.shape[1]:], skip_special_tokens=True)
+    assert tokenizer.batch_decode(flat, skip_special_tokens=True) == clean
+    assert len(set(clean[:4])) == 4  # four different beams, not one repeated
+
+
+def test_rerank_outputs_the_candidate_that_mentions_most_entities(backbone):
+    from kg2text.generate import decode_batched
+
+    candidates = [" He was born.", " Alan Bean was born.", " Alan Bean was born in Texas."]
+    tokenizer = backbone.tokenizer
+
+    def generate_batch(batch, ids, mask, config):
+        assert config.num_return_sequences == len(candidates)
+        return [tokenizer(text)["input_ids"] for _ in batch for text in candidates]
+
+    items = [(("Alan_Bean", "birthPlace", "Texas"),), (("Alan_Bean", "occupation", "Test_pilot"),),
+             (("Elliot_See", "occupation", "Test_pilot"),)]
+    decode = DecodeConfig(num_beams=3, rerank=True)
+    chosen = decode_batched(backbone, PROMPTS[:3], decode, generate_batch, items=items)
+    assert chosen == ["Alan Bean was born in Texas.", "Alan Bean was born.", "He was born."]  # ties: the best beam
+    with pytest.raises(ValueError, match="needs each prompt's items"):
+        decode_batched(backbone, PROMPTS[:3], decode, generate_batch)
+
+
 def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
     from kg2text.decoding import grouped_attention
 

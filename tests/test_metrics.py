@@ -9,6 +9,8 @@ from kg2text.metrics import (
     cider,
     corpus_bleu,
     e2e_slot_error_rate,
+    expected_mentions,
+    mentions_found,
     multi_bleu,
     nist,
     rouge_l,
@@ -56,6 +58,15 @@ def test_rouge_l_and_faithfulness():
     assert webnlg_coverage([record], ["He studied at Hogwarts"]) == pytest.approx(50.0)
     mr = Record((("name", "Alimentum"), ("familyFriendly", "yes"), ("area", "city centre")), ("x",))
     assert e2e_slot_error_rate([mr], ["Alimentum is kid friendly"]) == pytest.approx(100 / 3)
+
+
+def test_expected_mentions_are_what_coverage_and_slot_error_rate_count():
+    triples = (("Harry_Potter", "education", '"Hogwarts"'), ("Harry_Potter", "house", "Gryffindor"))
+    assert expected_mentions(triples) == [("harry potter",), ("hogwarts",), ("harry potter",), ("gryffindor",)]
+    assert mentions_found(triples, "Harry Potter went to Hogwarts.") == (3, 4)
+    mr = (("name", "Alimentum"), ("familyFriendly", "no"), ("area", "city centre"))
+    assert expected_mentions(mr) == [("alimentum",), ("family", "kid", "child", "children"), ("city centre",)]
+    assert mentions_found(mr, "Alimentum, in the City  Centre, is not for children.") == (3, 3)
 
 
 def test_challenge_bleu_matches_a_hand_computed_multi_bleu():
