@@ -27,8 +27,9 @@ from kg2text.training import TrainConfig, file_format_of, train
 def _decode_config(args: argparse.Namespace) -> DecodeConfig:
     if args.rerank and args.num_beams < 2:
         raise UserError("--rerank chooses among the beam's sentences: it needs --num-beams 2 or more")
-    return DecodeConfig(args.num_beams, args.length_penalty, args.no_repeat_ngram, args.max_new_tokens,
-                        args.batch_size, args.decoder, args.rerank)
+    return DecodeConfig(num_beams=args.num_beams, length_penalty=args.length_penalty,
+                        no_repeat_ngram_size=args.no_repeat_ngram, max_new_tokens=args.max_new_tokens,
+                        batch_size=args.batch_size, engine=args.decoder, rerank=args.rerank)
 
 
 def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:

@@ -38,6 +38,7 @@ class DecodeConfig:
     max_new_tokens: int = 100
     batch_size: int = 16
     engine: str = "kg2text"  # kg2text: our loop (kg2text/decoding.py); hf: transformers' generate, the reference
+    draft_tokens: int = 3  # greedy of one input: tokens drafted by prompt lookup, verified per forward (0: off)
     rerank: bool = False  # of the num_beams finished beams, output the one that mentions most input entities
 
     @property
@@ -185,7 +186,8 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
         if own_loop:
             lm.model_inputs(ids, mask)  # sets this object's prefix on the shared injector
             if decode.num_beams == 1:
-                return greedy(lm, ids, mask, decode.max_new_tokens, tokenizer.eos_token_id, banned)
+                return greedy(lm, ids, mask, decode.max_new_tokens, tokenizer.eos_token_id, banned,
+                              decode.draft_tokens)
             hypotheses = beam_search(lm, ids, mask, decode.num_beams, decode.max_new_tokens, tokenizer.eos_token_id,
                                      banned, decode.length_penalty)
             return [tokens for row in hypotheses for tokens in row[: decode.candidates]]

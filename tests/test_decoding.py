@@ -110,3 +110,40 @@ def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
     expected = torch.nn.functional.scaled_dot_product_attention(
         query, keys.repeat_interleave(3, 1), values.repeat_interleave(3, 1), attn_mask=mask, scale=0.3)
     assert torch.allclose(grouped_attention(query, keys, values, mask, 0.3), expected.transpose(1, 2), atol=1e-6)
+
+
+def test_lookup_draft_continues_the_latest_match_of_the_longest_tail():
+    from kg2text.decoding import lookup_draft
+
+    assert lookup_draft([5, 6, 7, 8, 9, 1, 6, 7], 3) == [8, 9, 1]  # tail (6, 7) seen at 1: what followed it
+    assert lookup_draft([5, 6, 9, 5, 6, 7, 2, 6], 2) == [7, 2]  # the latest 1-gram match, not the first
+    assert lookup_draft([1, 2, 3], 4) == [] and lookup_draft([4], 2) == []
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prompt_lookup_greedy_gives_plain_greedys_tokens_in_fewer_forwards(backbone, method, monkeypatch):
+    from kg2text import decoding
+    from kg2text.decoding import greedy
+
+    forwards = []
+    real_forward = decoding._forward
+    monkeypatch.setattr(decoding, "_forward", lambda *a, **k: forwards.append(1) or real_forward(*a, **k))
+
+    lm = tuned(backbone, method, seed=4)
+    tokenizer = backbone.tokenizer
+    banned = torch.tensor([tokenizer.convert_tokens_to_ids("Ċ")])
+    copying = [*PROMPTS, " | Harry Potter : Harry Potter : Harry Potter Harry Potter Harry Potter <|endoftext|>"]
+    counts = {0: 0, 1: 0, 3: 0, 8: 0}
+    for prompt in copying:
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+        mask = torch.ones_like(ids)
+        plain = greedy(lm, ids, mask, 40, tokenizer.eos_token_id, banned)
+        for draft_tokens in counts:
+            forwards.clear()
+            assert greedy(lm, ids, mask, 40, tokenizer.eos_token_id, banned, draft_tokens) == plain
+            counts[draft_tokens] += len(forwards)
+    assert counts[0] == 40 * len(copying) and (counts[8] < counts[0] or method == "prompt"), counts
+    # a random model under its strong (x20) prefix falls into loops, where drafts from its own output are accepted
+    decode = DecodeConfig(num_beams=1, max_new_tokens=16, batch_size=1)
+    assert decode_prompts(lm, copying, decode) == decode_prompts(lm, copying, DecodeConfig(
+        num_beams=1, max_new_tokens=16, batch_size=1, engine="hf"))
