@@ -12,6 +12,8 @@
 # runs train in fp32 (bf16 not measured there).
 # Stage "pairs" (bash scripts/release.sh pairs): the earlier recipes' WebNLG pairs (kg2text and PEFT) on the
 # full test, 40 minutes each: bf16 backbone (40min/, shipped before the 60-minute prefix) and fp32 (fp32/).
+# Stage "rerank" (bash scripts/release.sh rerank, after the main stage): the main pair's WebNLG prefixes on the
+# full test again with --rerank (of the 5 finished beams, the one that mentions the most entities), in rerank/.
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
 # 10 and 20 minutes (the curve, with each backbone dtype), each scored on the same evenly spaced slice of
 # WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on that slice from their sentences.
@@ -46,10 +48,12 @@ train_peft() {  # NAME MINUTES ARGS...: the PEFT anchor with the same settings
       --save-dtype float16 --log-every 10 --output "$RUNS/$name" "$@"
 }
 
-score() {  # NAME DATASET: the full test split, beam 5
-  if [ -f "$OUT/$1/scores.json" ]; then return; fi
-  kg2text evaluate --prefix "$RUNS/$1" --dataset "$2" --split test --num-beams 5 --batch-size 32 --output "$OUT/$1"
-  cp "$RUNS/$1/config.json" "$RUNS/$1/train_log.jsonl" "$OUT/$1/"
+score() {  # NAME DATASET [FOLDER DECODING-ARGS...]: the full test split, beam 5, into $OUT/FOLDER/NAME
+  local out="$OUT/${3:+$3/}$1"
+  if [ -f "$out/scores.json" ]; then return; fi
+  kg2text evaluate --prefix "$RUNS/$1" --dataset "$2" --split test --num-beams 5 --batch-size 32 --output "$out" \
+      "${@:4}"
+  cp "$RUNS/$1/config.json" "$RUNS/$1/train_log.jsonl" "$out/"
 }
 
 check_peft() {  # NAME: PEFT's own generate on 16 of the entries says what kg2text's decoder said
@@ -77,6 +81,13 @@ pair() {  # FOLDER DTYPE: a 40-minute WebNLG pair (kg2text and PEFT) on the full
 if [ "${1:-}" = pairs ]; then
   pair 40min bfloat16
   pair fp32 float32
+  python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
+if [ "${1:-}" = rerank ]; then
+  score webnlg webnlg rerank --rerank
+  score peft-webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
   exit 0
 fi

@@ -37,7 +37,8 @@ RELEASE = "results/release/report.json"
 # README release-table rows and where report.json holds them
 WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 minutes", "forty_minutes.kg2text"),
                ("PEFT, 40 minutes", "forty_minutes.peft"), ("kg2text, fp32 backbone", "fp32_backbone.kg2text"),
-               ("PEFT, fp32 backbone", "fp32_backbone.peft"))
+               ("PEFT, fp32 backbone", "fp32_backbone.peft"), ("kg2text, --rerank", "reranked.kg2text"),
+               ("PEFT, --rerank", "reranked.peft"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"))
 FIGURES = [
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.all.bleu"), "{:.2f}"),

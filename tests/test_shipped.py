@@ -97,6 +97,11 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     _scored_run(tmp_path / "peft-e2e", "e2e", 60.0, 8)
     _scored_run(tmp_path / "fp32" / "webnlg", "webnlg", 44.0, 40, references[:-1] + ["x"], dtype="float32")
     _scored_run(tmp_path / "fp32" / "peft-webnlg", "webnlg", 43.0, 40, ["x"] * len(references), dtype="float32")
+    for trainer, bleu in (("webnlg", 54.0), ("peft-webnlg", 51.0)):  # the main pair decoded with --rerank
+        _scored_run(tmp_path / "rerank" / trainer, "webnlg", bleu, 60, references)
+        scores = json.loads((tmp_path / "rerank" / trainer / "scores.json").read_text())
+        scores["decode"]["rerank"] = True
+        (tmp_path / "rerank" / trainer / "scores.json").write_text(json.dumps(scores))
     _scored_run(tmp_path / "explore" / "words-10min", "webnlg", 45.0, 10)
     (tmp_path / "explore" / "words-10min" / "config.json").write_text(
         json.dumps({"max_minutes": 10, "lr": 5e-4, "format": "webnlg-words", "dtype": "bfloat16"}))
@@ -117,8 +122,11 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert saved["fp32_backbone"]["peft"]["bleu"]["unseen"] == 41.0
     assert list(saved["forty_minutes"]) == ["kg2text"]  # no PEFT 40-minute run in this folder
     assert saved["forty_minutes"]["kg2text"]["bleu_challenge"] == {"all": 55.0, "seen": 54.0, "unseen": 53.0}
+    reranked = saved["reranked"]
+    assert reranked["kg2text"]["bleu_challenge"]["all"] == 56.0 and reranked["peft"]["bleu"]["all"] == 51.0
     rows = {r["name"]: r for r in report["exploration"]}
     assert rows["words-10min"]["changes"] == "format webnlg-words"
+    assert rows["rerank/webnlg"]["changes"] == "decoded with --rerank"  # so not a point of the curve below
     assert rows["webnlg"]["entries"] == 40 and rows["webnlg"]["bleu"] > 95  # its first references, on the slice
     assert rows["peft-webnlg"]["bleu"] < 1 and rows["fp32/peft-webnlg"]["changes"] == "dtype float32"
     assert rows["fp32/webnlg"]["bleu"] > 95 and rows["fp32/webnlg"]["changes"] == "dtype float32"
@@ -130,6 +138,9 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     md = (tmp_path / "report.md").read_text()
     assert "- WebNLG challenge BLEU-A >= 55: 52.00, **not met**" in md
     assert "- +2 BLEU-A over PEFT at the same budget: 52.00 vs 49.00 (+3.00), **met**" in md
+    assert "- WebNLG challenge BLEU-A >= 55 (both decoded with --rerank): 56.00, **met**" in md
+    assert "- +2 BLEU-A over PEFT at the same budget (both decoded with --rerank): 56.00 vs 53.00 (+3.00)" in md
+    assert "| kg2text, --rerank | webnlg | 1,862 | 54.00 / 53.00 / 52.00 |" in md
     assert "| kg2text, 40 minutes | webnlg | 1,862 | 53.00 / 52.00 / 51.00 |" in md
     assert "| PEFT, 40 minutes |" not in md
     assert "| kg2text, fp32 backbone | webnlg | 1,862 | 44.00 / 43.00 / 42.00 | 46.00 / 45.00 / 44.00 |" in md
