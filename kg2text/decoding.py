@@ -230,7 +230,8 @@ def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_to
         draft = lookup_draft(prompt + output, min(draft_tokens, max_new_tokens - len(output) - 1))
         fed = torch.tensor([output[-1:] + draft], device=ids.device)
         places = (position + torch.arange(fed.shape[1], device=ids.device))[None]
-        logits = _forward(lm, cache, {"input_ids": fed, "position_ids": places}, torch.ones_like(fed), True)[0]
+        logits = _forward(lm, cache, {"input_ids": fed, "position_ids": places}, torch.ones_like(fed),
+                          every_position=True)[0]
         logits[:, banned] = -float("inf")
         for index, token in enumerate(logits.argmax(-1).tolist()):
             output.append(token)

@@ -84,6 +84,9 @@ FIGURES = [
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
+    *[("", lambda dtype=dtype: _value("results/speed/lookup.json", dtype), fmt) for dtype, fmt in (
+        ("float32", "fp32 needs {0[forwards_lookup]} forwards instead of {0[forwards_plain]}"),
+        ("int8", "int8 {0[forwards_lookup]} instead of {0[forwards_plain]}"))],
     *[(f"| {run} |", lambda run=run: _value(f"results/hogwarts/{run}/scores.json", "scores.all.bleu"), "{:.2f}")
       for run in ("scratch-10", "init-from-10", "scratch-30", "init-from-30")],
 ]
