@@ -42,10 +42,10 @@ def width_multiple(dtype: str) -> int:
     """What batch widths are rounded up to for a backbone in ``dtype``.
 
     Under bf16, oneDNN builds one matmul primitive per distinct shape and keeps a bounded cache of them
-    (1,024 by default); WebNLG's ~140 distinct lengths (and as many target-token counts, which
-    ``TunedLM.target_loss`` pads for the LM head) overflow it, the lead for bf16 training slowing from ~400
-    to ~310 tokens/s over a 40-minute run while fp32 held level. Widths in steps of 8 leave ~18 shapes,
-    for a few % more padding.
+    (1,024 by default); WebNLG's ~140 distinct lengths (and as many target-token counts, for which
+    ``TunedLM.target_loss`` runs the LM head in fixed chunks of rows) overflow it, the lead for bf16 training
+    slowing from ~400 to ~310 tokens/s over a 40-minute run while fp32 held level. Widths in steps of 8 leave ~18
+    shapes, for a few % more padding.
     """
     return 8 if dtype == "bfloat16" else 1
 

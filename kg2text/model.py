@@ -17,7 +17,7 @@ from kg2text.prefix import PrefixInjector
 from kg2text.prompt import drop_soft_prompt, insert_soft_prompt
 
 IGNORE_INDEX = -100
-HEAD_ROWS_MULTIPLE = 64  # bf16: the LM head's rows (target tokens) are padded to a multiple of this
+HEAD_CHUNK_ROWS = 64  # bf16 training: the LM head and its loss run on this many target rows at a time
 METHODS = ("prefix", "prompt", "prefix-hidden", "control")
 PREFIX_METHODS = ("prefix", "prefix-hidden", "control")  # all give keys/values for every layer
 
@@ -34,6 +34,42 @@ def check_fits(backbone: Backbone, virtual_tokens: int, tokens: int) -> None:
         raise UserError(f"input needs {tokens} positions plus {virtual_tokens} virtual tokens, more than "
                         f"{backbone.name}'s {backbone.max_positions}; shorten the input (fewer triples) "
                         "or lower --max-new-tokens")
+
+
+class ChunkedHeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of a frozen bf16 LM head's logits, ``HEAD_CHUNK_ROWS`` target rows at a time.
+
+    Why: the whole ``(targets, vocab)`` logits (and their fp32 copy, log-softmax and gradient, 50-100 MB each)
+    were allocated afresh at every step; their page faults and memory passes were a visible share of a bf16
+    step in a profile. Chunks keep them small, and fixed-size chunks give oneDNN one LM-head shape, where a shape per
+    target count made it slow down over a run (see ``batching.width_multiple``). The gradient for the rows is
+    computed in the forward (softmax minus one-hot, times the head), so no logits are kept for the backward."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                need_grad: bool) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=rows.device)
+        grad = torch.empty_like(rows) if need_grad else None
+        size = HEAD_CHUNK_ROWS
+        for start in range(0, len(rows), size):
+            chunk, chunk_targets = rows[start: start + size], targets[start: start + size]
+            count = len(chunk)
+            chunk, chunk_targets = F.pad(chunk, (0, 0, 0, size - count)), F.pad(chunk_targets, (0, size - count))
+            logits = F.linear(chunk, weight, bias).float()
+            log_norm = logits.logsumexp(-1)
+            picked = logits.gather(1, chunk_targets[:, None]).squeeze(1)
+            total += (log_norm - picked)[:count].sum()
+            if need_grad:
+                probs = logits.sub_(log_norm[:, None]).exp_()
+                probs[torch.arange(size, device=rows.device), chunk_targets] -= 1
+                grad[start: start + count] = (probs.to(weight.dtype) @ weight)[:count]
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total.to(grad.dtype), None, None, None, None
 
 
 class TunedLM:
@@ -101,12 +137,13 @@ class TunedLM:
         hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         targets = labels[:, 1:]
         where = targets != IGNORE_INDEX
-        rows = hidden[where]
+        rows, head = hidden[where], self.backbone.model.get_output_embeddings()
         count = len(rows)
-        if rows.dtype == torch.bfloat16:  # few distinct LM-head shapes for oneDNN (see batching.width_multiple)
-            rows = F.pad(rows, (0, 0, 0, -count % HEAD_ROWS_MULTIPLE))
-        logits = self.backbone.model.get_output_embeddings()(rows)[:count]
-        total = F.cross_entropy(logits.float(), targets[where], reduction="sum")
+        if rows.dtype == torch.bfloat16 and not head.weight.requires_grad:
+            total = ChunkedHeadLoss.apply(rows, head.weight, head.bias, targets[where],
+                                          torch.is_grad_enabled() and rows.requires_grad)
+        else:
+            total = F.cross_entropy(head(rows).float(), targets[where], reduction="sum")
         return total / (normaliser or max(count, 1)), count
 
     def enable_gradient_checkpointing(self) -> None:

@@ -150,7 +150,7 @@ class PrefixInjector:
         value = torch.cat([prefix_value.to(value.dtype), value], dim=2)
         kv_len = key.shape[2] - self.length
         if mask is None:  # transformers skipped the mask (pure causal): build it, the prefix breaks the shortcut
-            mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=key.device).tril(kv_len - q_len)[None, None]
+            mask = causal_mask(q_len, kv_len, key.device)
         opened = torch.ones(1, 1, 1, 1, dtype=mask.dtype, device=mask.device) if mask.dtype == torch.bool \
             else torch.zeros(1, 1, 1, 1, dtype=mask.dtype, device=mask.device)
         opened = opened.expand(mask.shape[0], 1, mask.shape[2], self.length)
@@ -158,8 +158,9 @@ class PrefixInjector:
 
 
 def prefix_attention(module, query, key, value, attention_mask, **kwargs):
-    """SDPA attention over ``[prefix; keys]`` when a prefix is set, plain SDPA otherwise; inside kg2text's
-    decoding loop the loop's cache (which holds the prefix in its first slots) does the attention."""
+    """SDPA attention over ``[prefix; keys]`` when a prefix is set, plain SDPA otherwise (bf16 training on a CPU:
+    eager bf16 attention); inside kg2text's decoding loop the loop's cache (which holds the prefix in its first
+    slots) does the attention."""
     injector: PrefixInjector | None = getattr(module, "_kg2text_injector", None)
     if injector is not None and injector.capture is not None:  # keys/values wanted, not attention
         injector.capture[module.layer_idx] = (key, value)
@@ -169,18 +170,46 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     if injector is not None and injector.prefix is not None:
         key, value, attention_mask = injector.extend(module.layer_idx, key, value, attention_mask, query.shape[2])
     if query.dtype == torch.bfloat16 and query.device.type == "cpu" and torch.is_grad_enabled():
-        return _fp32_attention(module, query, key, value, attention_mask, **kwargs)
+        return _bf16_training_attention(module, query, key, value, attention_mask, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
-def _fp32_attention(module, query, key, value, attention_mask, **kwargs):
-    """Training with a bf16 backbone on a CPU: attention in fp32, since torch's CPU flash-attention backward
-    is about 2.5x slower in bf16 than in fp32 (measured at SmolLM2's shapes, torch 2.13); the matmuls stay bf16."""
-    if attention_mask is not None and attention_mask.is_floating_point():
-        attention_mask = attention_mask.float()
-    output, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
-                                             **kwargs)
-    return output.to(query.dtype), weights
+def grouped_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                      scaling: float) -> torch.Tensor:
+    """softmax(q k^T * scaling, masked) v as two batched matmuls, query heads grouped by their key/value head.
+
+    Why not SDPA: torch's CPU flash-attention kernel costs about 0.8 ms for one decoding query against 120 keys
+    (SmolLM2's shapes, 2 threads, torch 2.13) where these two matmuls take 0.05 ms; over 30 layers that was most
+    of a batch-1 decoding step. ``query`` ``(B, H, Q, D)``, ``keys``/``values`` ``(B, KV, T, D)`` (views of the
+    cache: never copied or repeated per group), ``mask`` ``(B, 1, Q, T)`` bool; returns ``(B, Q, H, D)`` as
+    transformers' attention functions do.
+    """
+    batch, heads, length, dim = query.shape
+    kv_heads, total = keys.shape[1], keys.shape[2]
+    group = heads // kv_heads
+    scores = torch.matmul(query.reshape(batch, kv_heads, group * length, dim), keys.transpose(-1, -2))
+    scores = scores.view(batch, kv_heads, group, length, total).mul_(scaling)
+    scores.masked_fill_(~mask[:, :, None], torch.finfo(scores.dtype).min)
+    probs = scores.softmax(-1).view(batch, kv_heads, group * length, total)
+    return torch.matmul(probs, values).view(batch, heads, length, dim).transpose(1, 2).contiguous()
+
+
+def _bf16_training_attention(module, query, key, value, attention_mask, **kwargs):
+    """Training with a bf16 backbone on a CPU: ``grouped_attention`` in bf16 (eager matmuls and softmax, as
+    transformers' eager attention). torch's CPU flash-attention backward is about 2.5x slower in bf16 than in
+    fp32, and at training lengths (tens of tokens) these two matmuls are faster than even the fp32 kernel with
+    its upcasts (``kg2text benchmark --speed`` measures the training loop)."""
+    if attention_mask is None:  # pure causal: transformers skipped the mask
+        attention_mask = causal_mask(query.shape[2], key.shape[2], query.device)
+    elif attention_mask.is_floating_point():  # additive: 0 where attended
+        attention_mask = attention_mask == 0
+    scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+    return grouped_attention(query, key, value, attention_mask, scaling), None
+
+
+def causal_mask(q_len: int, kv_len: int, device: torch.device) -> torch.Tensor:
+    """``(1, 1, q_len, kv_len)`` bool: the queries are the last ``q_len`` positions."""
+    return torch.ones(q_len, kv_len, dtype=torch.bool, device=device).tril(kv_len - q_len)[None, None]
 
 
 def _register_attention() -> None:

@@ -101,7 +101,7 @@ def test_rerank_outputs_the_candidate_that_mentions_most_entities(backbone):
 
 
 def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
-    from kg2text.decoding import grouped_attention
+    from kg2text.prefix import grouped_attention
 
     torch.manual_seed(0)
     query, keys, values = torch.randn(3, 6, 4, 8), torch.randn(3, 2, 9, 8), torch.randn(3, 2, 9, 8)
