@@ -63,8 +63,8 @@ check_peft() {  # NAME: PEFT's own generate on 16 of the entries says what kg2te
 
 explore() {  # NAME MINUTES ARGS...: a WebNLG run at a short budget, scored on the test slice
   local name=$1
+  if [ -f "$OUT/$EXPLORE/$name/scores.json" ]; then return; fi  # scored already: not trained again
   train "$EXPLORE/$name" "$2" --dataset webnlg --warmup-steps 50 "${@:3}"
-  if [ -f "$OUT/$EXPLORE/$name/scores.json" ]; then return; fi
   kg2text evaluate --prefix "$RUNS/$EXPLORE/$name" --dataset webnlg --split test --limit "$EXPLORE_LIMIT" \
       --num-beams 5 --batch-size 32 --output "$OUT/$EXPLORE/$name"
   cp "$RUNS/$EXPLORE/$name/config.json" "$RUNS/$EXPLORE/$name/train_log.jsonl" "$OUT/$EXPLORE/$name/"

@@ -84,6 +84,8 @@ FIGURES = [
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
+    ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_bf16"),
+     "bf16 backbone {:.0f}"),
     *[("", lambda dtype=dtype: _value("results/speed/lookup.json", dtype), fmt) for dtype, fmt in (
         ("float32", "fp32 needs {0[forwards_lookup]} forwards instead of {0[forwards_plain]}"),
         ("int8", "int8 {0[forwards_lookup]} instead of {0[forwards_plain]}"))],
@@ -223,3 +225,16 @@ def test_readme_prefix_length_20_comes_from_the_release_report():
     assert (f"(p20-10min, {longer['train_steps']} steps against bf16-10min's {bf16['train_steps']}, this version's "
             f"loop on a slower machine state) moves seen by {moved['seen']:+.2f} and unseen by {moved['unseen']:+.2f}"
             ) in readme
+
+
+def test_readme_twenty_minute_full_test_comes_from_its_scores():
+    scores = json.loads((ROOT / "results/release/full-20min/scores.json").read_text())
+    log = (ROOT / "results/release/explore/bf16-20min/train_log.jsonl").read_text().splitlines()
+    steps = json.loads(log[-1])["step"]
+    challenge = " / ".join(f"{scores['scores_challenge'][g]['bleu']:.2f}" for g in ("all", "seen", "unseen"))
+    sacre = " / ".join(f"{scores['scores'][g]['bleu']:.2f}" for g in ("all", "seen", "unseen"))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert scores["entries"] == 1862 and scores["decode"]["num_beams"] == 5
+    assert (f"20-minute prefix ({steps:,} steps) on the full test (1,862 entries, beam 5): challenge BLEU "
+            f"{challenge} (sacrebleu {sacre}), chrF++ {scores['chrf++']:.2f}, coverage "
+            f"{scores['entity_coverage']:.2f}%") in readme
