@@ -265,7 +265,8 @@ def exploration_rows(out: Path) -> list[dict]:
     rows = []
     for folder in sorted(path.parent for path in (out / EXPLORE_DIR).glob("*/scores.json")):
         scores = _read_json(folder / "scores.json")
-        rows.append(_row(folder, folder.name, "kg2text", recipe, scores["scores_challenge"], scores["scores"],
+        trainer = "peft" if folder.name.startswith("peft-") else "kg2text"  # release.sh's naming, as peft-webnlg
+        rows.append(_row(folder, folder.name, trainer, recipe, scores["scores_challenge"], scores["scores"],
                          scores["entries"]))
     records = read_records("webnlg", "test")
     picked = evenly_spaced(list(range(len(records))), rows[0]["entries"] if rows else 400)

@@ -79,7 +79,8 @@ FIGURES = [
        "CIDEr {0[cider]:.2f} |") for who, path in E2E_ROWS],
     *[(f"| {name} |", lambda name=name: _explored(name), "{}")
       for name in ("recipe-10min", "words-10min", "bf16-10min", "lr1e-3-10min",
-                   "control-10min", "p20-10min", "recipe-20min", "bf16-20min", "40min/webnlg", "40min/peft-webnlg",
+                   "control-10min", "p20-10min", "recipe-20min", "bf16-20min", "peft-20min", "40min/webnlg",
+                   "40min/peft-webnlg",
                    "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
