@@ -29,6 +29,7 @@ from kg2text.batching import collate, epoch_batches, width_multiple
 from kg2text.errors import UserError
 from kg2text.export import prefix_from_peft_embeddings
 from kg2text.hardware import backbone_dtype
+from kg2text.model import compile_elementwise_blocks
 from kg2text.prefix import PrefixConfig
 from kg2text.rundir import prepare_run_dir
 from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, log_entry, time_schedule
@@ -161,6 +162,8 @@ def train_peft_prefix(config: TrainConfig, backbone: Backbone | None = None) -> 
                         "--init-from or --grad-accum")
     backbone = backbone or load_backbone(config.backbone)
     backbone.model.to(backbone_dtype(config.dtype))  # the frozen weights in --dtype, as kg2text trains
+    if config.compile:  # the same fused blocks as kg2text's --compile
+        compile_elementwise_blocks(backbone.model)
     run_dir = prepare_run_dir(Path(config.output), resume=False)
     examples = load_training_set(config, backbone)
     model = peft_model("peft-prefix", backbone, config.prefix_length, config.mlp_hidden, config.seed)

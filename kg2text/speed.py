@@ -144,13 +144,15 @@ def peft_train_tokens_per_s(backbone_name: str, steps: int, batch_size: int) -> 
     return tokens / (time.perf_counter() - started)
 
 
-def _kg2text_training(backbone_name: str, steps: int, batch_size: int, dtype: str) -> tuple[float, float]:
+def _kg2text_training(backbone_name: str, steps: int, batch_size: int, dtype: str,
+                      compile: bool = False) -> tuple[float, float]:
     """kg2text's own training loop on the full training set for ``steps`` (+1 warm-up) steps: tokens/s, mean loss."""
     from kg2text.training import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         train(TrainConfig(output=f"{tmp}/run", backbone=backbone_name, max_steps=steps + 1, batch_size=batch_size,
-                          lr=5e-4, checkpoint_every=0, log_every=1, dtype=dtype), backbone=load_backbone(backbone_name))
+                          lr=5e-4, checkpoint_every=0, log_every=1, dtype=dtype,
+                          compile=compile), backbone=load_backbone(backbone_name))
         log = [json.loads(line) for line in Path(f"{tmp}/run/train_log.jsonl").read_text().splitlines()]
     first, last = log[0], log[-1]  # the first step warms up: not counted
     return (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"]), \
@@ -158,20 +160,21 @@ def _kg2text_training(backbone_name: str, steps: int, batch_size: int, dtype: st
 
 
 def training(backbone_name: str, repeats: int, steps: int, batch_size: int, bf16: bool) -> dict:
-    """Training tokens/s (median of ``repeats``): kg2text's loop in fp32 (and with a bf16 backbone), PEFT's loop;
-    plus the mean loss of the same batches in fp32 and bf16, to show bf16 trains the same."""
-    samples: dict[str, list[float]] = {"kg2text": [], "peft": [], "kg2text_bf16": []}
+    """Training tokens/s (median of ``repeats``): kg2text's loop in fp32 (and with a bf16 backbone), each also with
+    ``--compile``, PEFT's loop; plus the mean loss of the same batches per variant, to show they train the same."""
+    variants = {"kg2text": ("float32", False), "kg2text_compiled": ("float32", True),
+                **({"kg2text_bf16": ("bfloat16", False), "kg2text_bf16_compiled": ("bfloat16", True)} if bf16 else {})}
+    samples: dict[str, list[float]] = {name: [] for name in (*variants, "peft")}
     losses: dict[str, float] = {}
     for repeat in range(repeats):
-        rate, losses["float32"] = _kg2text_training(backbone_name, steps, batch_size, "float32")
-        samples["kg2text"].append(rate)
+        for name, (dtype, compiled) in variants.items():
+            rate, losses[name] = _kg2text_training(backbone_name, steps, batch_size, dtype, compiled)
+            samples[name].append(rate)
         samples["peft"].append(peft_train_tokens_per_s(backbone_name, steps, batch_size))
-        if bf16:
-            rate, losses["bfloat16"] = _kg2text_training(backbone_name, steps, batch_size, "bfloat16")
-            samples["kg2text_bf16"].append(rate)
         print(f"speed: repeat {repeat + 1}/{repeats} training tokens/s: "
               + ", ".join(f"{k} {v[-1]:.1f}" for k, v in samples.items() if v), flush=True)
     result = {k: (statistics.median(v) if v else None) for k, v in samples.items()}
+    result |= {name: None for name in ("kg2text_bf16", "kg2text_bf16_compiled") if name not in result}
     return {**result, "mean_loss": losses, "steps": steps, "batch_size": batch_size}
 
 
@@ -221,7 +224,11 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     ceiling = _ceilings(backbone, bf16, ceiling)  # measured at both ends of the run
     train["gflops"] = train["kg2text"] * flops / 1e9
     train["ceiling_gflops"] = ceiling["float32"][640]
+    train["compiled_gflops"] = train["kg2text_compiled"] * flops / 1e9
     train["bf16_gflops"] = None if train["kg2text_bf16"] is None else train["kg2text_bf16"] * flops / 1e9
+    train["bf16_compiled_gflops"] = None if train["kg2text_bf16"] is None else \
+        train["kg2text_bf16_compiled"] * flops / 1e9
+    train["bf16_ceiling_gflops"] = ceiling["bfloat16"][640] if bf16 else None
     train["baseline"] = None  # the fp32 training loop is unchanged: the baseline is kg2text's own figure
     data = {"cpu": cpu_info(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "backbone": header["backbone"], "prefix": str(run), "inputs": inputs, "batch1_inputs": batch1_inputs,
@@ -250,7 +257,10 @@ def speed_markdown(data: dict) -> str:
     train = data["train"]
     bf16 = "n/a (this CPU has no BF16)" if train["kg2text_bf16"] is None else (
         f"{train['kg2text_bf16']:.1f} ({train['kg2text_bf16'] / train['kg2text']:.2f}× fp32, "
-        f"{train['bf16_gflops']:.0f} GFLOP/s)")
+        f"{train['bf16_gflops']:.0f} GFLOP/s), with `--compile` {train['kg2text_bf16_compiled']:.1f} "
+        f"({train['kg2text_bf16_compiled'] / train['kg2text']:.2f}× fp32, {train['bf16_compiled_gflops']:.0f} GFLOP/s "
+        f"= {100 * train['bf16_compiled_gflops'] / train['bf16_ceiling_gflops']:.0f}% of the bf16 GEMM ceiling at "
+        f"M=640, {train['bf16_ceiling_gflops']:.0f} GFLOP/s)")
     losses = ", ".join(f"{k} {v:.4f}" for k, v in train["mean_loss"].items())
     ceilings = "\n".join(f"| {dtype} | " + " | ".join(f"{v:.0f}" for v in by.values()) + " |"
                           for dtype, by in data["gemm_ceiling_gflops"].items())
@@ -286,8 +296,10 @@ warm-up step): kg2text fp32 {train['kg2text']:.1f}, PEFT {train['peft']:.1f} ({t
 kg2text with a bf16 backbone {bf16}. Mean loss over the same batches: {losses}. kg2text fp32 training does
 {train['gflops']:.0f} GFLOP/s of useful work (frozen weights: 4 FLOPs per layer weight and token, the LM head
 on target tokens only) = **{100 * train['gflops'] / train['ceiling_gflops']:.0f}%** of this machine's fp32 GEMM
-ceiling at M=640 ({train['ceiling_gflops']:.0f} GFLOP/s). The fp32 training loop itself is unchanged, so its
-baseline is the same figure.
+ceiling at M=640 ({train['ceiling_gflops']:.0f} GFLOP/s); with `--compile` (the backbone's MLPs and norms fused by
+inductor) {train['kg2text_compiled']:.1f} tokens/s, {train['compiled_gflops']:.0f} GFLOP/s =
+**{100 * train['compiled_gflops'] / train['ceiling_gflops']:.0f}%**. The fp32 training loop without `--compile` is
+unchanged, so its baseline is the same figure.
 
 GEMM ceiling (GFLOP/s, `torch.mm` at the backbone's linear shapes, 2 threads, measured in this run, at its start
 and its end, best of 3 each; M=1 with weights that stay in cache, so one-row decoding, which streams all weights

@@ -36,7 +36,7 @@ from kg2text.errors import UserError
 from kg2text.hardware import backbone_dtype
 from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
-from kg2text.model import IGNORE_INDEX, METHODS, TunedLM
+from kg2text.model import IGNORE_INDEX, METHODS, TunedLM, compile_elementwise_blocks
 from kg2text.rundir import RunLock, check_disk_space, count_lines, prepare_run_dir, truncate_lines
 
 MAX_LR = 1.0
@@ -75,6 +75,7 @@ class TrainConfig:
     mixed_precision: str = "no"
     dtype: str = "float32"  # the frozen backbone's weights: float32, or bfloat16 where the CPU has BF16
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the backbone's MLPs and norms (model.compile_elementwise_blocks)
     save_dtype: str = "float32"
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
     seed: int = 42
@@ -214,6 +215,8 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
         lm.enable_gradient_checkpointing()
+    if config.compile:
+        compile_elementwise_blocks(backbone.model)
     start = trained_start(config, backbone)  # checked before the data is read: a wrong run fails fast
     examples = load_training_set(config, backbone)
     dev = load_dev_set(config, backbone)

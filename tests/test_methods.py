@@ -8,7 +8,7 @@ from kg2text.backbones import load_backbone
 from kg2text.errors import UserError
 from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.methods import build_tuner
-from kg2text.model import TunedLM, check_fits
+from kg2text.model import TunedLM, check_fits, compile_elementwise_blocks
 from kg2text.prefix import text_activations
 
 BACKBONES = ["tiny-gpt2", "tiny-llama"]
@@ -122,6 +122,32 @@ def test_prompt_init_from_text_and_vocabulary(backbone):
     sampled, _ = build_tuner("prompt", backbone, 4, 32, None, seed=0)
     rows = [int((embeddings == row).all(dim=1).nonzero()[0]) for row in sampled().detach()]
     assert len(set(rows)) == 4  # four distinct real vocabulary vectors
+
+
+def test_compiled_blocks_give_the_same_bf16_loss_and_gradients_as_eager():
+    """--compile: inductor fuses the MLPs' and RMSNorms' elementwise ops; the step must compute the same thing."""
+    from torch._dynamo.utils import counters
+
+    results = []
+    for compiled in (False, True):
+        backbone = load_backbone("tiny-llama")  # a fresh model: compiling changes the modules in place
+        backbone.model.to(torch.bfloat16)
+        ids, mask, _ = left_padded(backbone, PROMPTS)
+        labels = ids.masked_fill(mask == 0, -100)
+        lm = TunedLM(backbone)
+        if compiled:
+            assert compile_elementwise_blocks(backbone.model) == 2 * 3 + 1  # per layer an MLP, two norms; final norm
+        tuner, _ = build_tuner("prefix", backbone, 4, 32, None, seed=0)
+        lm.use("prefix", tuner())
+        graphs = counters["stats"]["unique_graphs"]
+        loss, _ = lm.target_loss(ids, mask, labels)
+        loss.backward()
+        assert (counters["stats"]["unique_graphs"] > graphs) == compiled  # inductor really ran the compiled blocks
+        results.append((loss.item(), tuner.embedding.weight.grad.clone()))
+    (eager_loss, eager_grad), (compiled_loss, compiled_grad) = results
+    assert compiled_loss == pytest.approx(eager_loss, rel=2e-2)
+    assert eager_grad.abs().sum() > 0
+    assert torch.allclose(compiled_grad, eager_grad, rtol=0.1, atol=0.05 * eager_grad.abs().max().item())
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(backbone):

@@ -46,7 +46,11 @@ def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp
         assert {"kg2text", "baseline", "peft"} <= set(data[setting]) and min(data[setting].values()) > 0
     train = data["train"]
     assert train["kg2text"] > 0 and train["peft"] > 0 and train["gflops"] > 0 and train["ceiling_gflops"] > 0
-    assert (train["kg2text_bf16"] is None) == (not native_bf16())
+    assert train["kg2text_compiled"] > 0 and train["compiled_gflops"] > 0
+    assert set(train["mean_loss"]) == {"kg2text", "kg2text_compiled"} | (
+        {"kg2text_bf16", "kg2text_bf16_compiled"} if native_bf16() else set())
+    for name in ("kg2text_bf16", "kg2text_bf16_compiled", "bf16_ceiling_gflops"):
+        assert (train[name] is None) == (not native_bf16())
     assert data["full_test_beam5_minutes"] == pytest.approx(1862 / data["b32-beam5"]["kg2text"] / 60)
     assert set(data["gemm_ceiling_gflops"]) == ({"float32", "bfloat16"} if native_bf16() else {"float32"})
     table = (tmp_path / "speed.md").read_text()
