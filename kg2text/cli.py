@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute activations in backward: less memory, about a third more time")
     train.add_argument("--compile", action="store_true",
-                       help="torch.compile the backbone's MLPs and norms: fuses their elementwise ops (about 1.2x "
-                       "faster bf16 steps on an AMX CPU) after about a minute of compiling; needs a C++ compiler")
+                       help="torch.compile the backbone's MLPs and norms: fuses their elementwise ops, after 10-20 s "
+                       "of compiling; needs a C++ compiler (kg2text benchmark --speed measures whether it pays here)")
     train.add_argument("--save-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                        help="dtype of the saved prefix (default: float32)")
     train.add_argument("--checkpoint-every", type=int, default=100,

@@ -41,10 +41,10 @@ def compile_elementwise_blocks(model: torch.nn.Module) -> int:
     """``torch.compile`` a frozen backbone's MLPs and RMSNorms (``COMPILED_BLOCKS``, ``--compile``); returns how many.
 
     Why: in a bf16 training step on an AMX CPU the GEMMs are only half the time; the other half is elementwise ops
-    (RMSNorm's upcasts, SiLU, their backwards), each a memory pass that inductor fuses (about 1.2x per step,
-    ``kg2text benchmark --speed``). Only these blocks: a whole compiled decoder layer recompiled for each layer index
-    (the prefix is looked up by it) and took minutes; compiled attention was slower than eager. One compiled graph
-    serves every layer's block (dynamic shapes: batch widths vary)."""
+    (RMSNorm's upcasts, SiLU, their backwards), each a memory pass that inductor fuses (``kg2text benchmark --speed``
+    measures the loop with and without it). Only these blocks: a whole compiled decoder layer recompiled for each
+    layer index (the prefix is looked up by it) and took minutes; compiled attention was slower than eager. One
+    compiled graph serves every layer's block (dynamic shapes: batch widths vary)."""
     blocks = [m for m in model.modules() if type(m).__name__.endswith(COMPILED_BLOCKS)]
     for block in blocks:
         block.compile(dynamic=True)

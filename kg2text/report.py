@@ -190,15 +190,16 @@ RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
 # The pairs beside the main one, each laid out like it in a folder: report key -> (folder, release-table name).
 # The earlier recipes' (scripts/release.sh pairs), 40 minutes each: bf16 backbone (shipped before the 60-minute
-# prefix), fp32 backbone; and the main pair's prefixes decoded with --rerank (scripts/release.sh rerank).
+# prefix), fp32 backbone; the main pair's prefixes decoded with --rerank (scripts/release.sh rerank); and the recipe
+# with --compile for 60 minutes on an AMX Xeon (scripts/release.sh amx; kg2text only: no PEFT run on that machine).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
-               "reranked": ("rerank", "--rerank")}
+               "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile")}
 PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
                        for trainer, run in PAIR_RUNS.items())
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
-               "init_text", "dtype")
+               "init_text", "dtype", "compile")
 
 
 def _read_json(path: Path):

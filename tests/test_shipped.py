@@ -1,6 +1,8 @@
 """Prefixes shipped inside the package (kg2text/prefixes/): found by task name, the default of generate."""
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +10,7 @@ from kg2text import artifact
 from kg2text.cli import main
 
 HARRY = "Harry_Potter | education | Hogwarts"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -57,6 +60,15 @@ def test_each_shipped_prefix_is_a_small_fp16_smollm2_prefix(name):
     assert str(tensor.dtype) == "torch.float16" and tuple(tensor.shape) == (30, 2, 3, 10, 64)
     assert artifact.shipped_prefixes()[name].stat().st_size < 300_000
     assert header["format"] == name  # webnlg / e2e linearization
+
+
+def test_the_shipped_webnlg_prefix_is_the_release_reports_amx_run():
+    """The README's shipped-prefix figures are results/release/amx60/webnlg's: the prefix must be that run's."""
+    _, header = artifact.read_prefix(artifact.shipped_prefixes()["webnlg"])
+    config = json.loads((ROOT / "results/release/amx60/webnlg/config.json").read_text())
+    trained = header["train_config"]
+    assert {k: v for k, v in trained.items() if k != "output"} == {k: v for k, v in config.items() if k != "output"}
+    assert trained["compile"] is True and trained["max_minutes"] == 60 and trained["dtype"] == "bfloat16"
 
 
 def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: list[str] | None = None,
