@@ -159,22 +159,27 @@ def _kg2text_training(backbone_name: str, steps: int, batch_size: int, dtype: st
         statistics.mean(entry["loss"] for entry in log)
 
 
+# kg2text's training variants in the speed benchmark: name -> (backbone dtype, --compile, its GFLOP/s key)
+TRAINING_VARIANTS = {"kg2text": ("float32", False, "gflops"), "kg2text_compiled": ("float32", True, "compiled_gflops"),
+                     "kg2text_bf16": ("bfloat16", False, "bf16_gflops"),
+                     "kg2text_bf16_compiled": ("bfloat16", True, "bf16_compiled_gflops")}
+
+
 def training(backbone_name: str, repeats: int, steps: int, batch_size: int, bf16: bool) -> dict:
     """Training tokens/s (median of ``repeats``): kg2text's loop in fp32 (and with a bf16 backbone), each also with
     ``--compile``, PEFT's loop; plus the mean loss of the same batches per variant, to show they train the same."""
-    variants = {"kg2text": ("float32", False), "kg2text_compiled": ("float32", True),
-                **({"kg2text_bf16": ("bfloat16", False), "kg2text_bf16_compiled": ("bfloat16", True)} if bf16 else {})}
-    samples: dict[str, list[float]] = {name: [] for name in (*variants, "peft")}
+    samples: dict[str, list[float]] = {name: [] for name in (*TRAINING_VARIANTS, "peft")}
     losses: dict[str, float] = {}
     for repeat in range(repeats):
-        for name, (dtype, compiled) in variants.items():
+        for name, (dtype, compiled, _) in TRAINING_VARIANTS.items():
+            if dtype == "bfloat16" and not bf16:
+                continue  # no samples: its median is None
             rate, losses[name] = _kg2text_training(backbone_name, steps, batch_size, dtype, compiled)
             samples[name].append(rate)
         samples["peft"].append(peft_train_tokens_per_s(backbone_name, steps, batch_size))
         print(f"speed: repeat {repeat + 1}/{repeats} training tokens/s: "
               + ", ".join(f"{k} {v[-1]:.1f}" for k, v in samples.items() if v), flush=True)
     result = {k: (statistics.median(v) if v else None) for k, v in samples.items()}
-    result |= {name: None for name in ("kg2text_bf16", "kg2text_bf16_compiled") if name not in result}
     return {**result, "mean_loss": losses, "steps": steps, "batch_size": batch_size}
 
 
@@ -222,12 +227,9 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     train = training(header["backbone"], repeats, train_steps, 8, bf16)
     flops = training_flops_per_token(backbone)
     ceiling = _ceilings(backbone, bf16, ceiling)  # measured at both ends of the run
-    train["gflops"] = train["kg2text"] * flops / 1e9
+    for name, (_, _, key) in TRAINING_VARIANTS.items():
+        train[key] = None if train[name] is None else train[name] * flops / 1e9
     train["ceiling_gflops"] = ceiling["float32"][640]
-    train["compiled_gflops"] = train["kg2text_compiled"] * flops / 1e9
-    train["bf16_gflops"] = None if train["kg2text_bf16"] is None else train["kg2text_bf16"] * flops / 1e9
-    train["bf16_compiled_gflops"] = None if train["kg2text_bf16"] is None else \
-        train["kg2text_bf16_compiled"] * flops / 1e9
     train["bf16_ceiling_gflops"] = ceiling["bfloat16"][640] if bf16 else None
     train["baseline"] = None  # the fp32 training loop is unchanged: the baseline is kg2text's own figure
     data = {"cpu": cpu_info(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
