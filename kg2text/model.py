@@ -40,7 +40,7 @@ def check_fits(backbone: Backbone, virtual_tokens: int, tokens: int) -> None:
 def compile_elementwise_blocks(model: torch.nn.Module) -> int:
     """``torch.compile`` a frozen backbone's MLPs and RMSNorms (``COMPILED_BLOCKS``, ``--compile``); returns how many.
 
-    Why: in a bf16 training step on an AMX CPU the GEMMs are only half the time; the other half is elementwise ops
+    Why: in a profile of a bf16 training step on an AMX CPU much of the time outside the GEMMs is elementwise ops
     (RMSNorm's upcasts, SiLU, their backwards), each a memory pass that inductor fuses (``kg2text benchmark --speed``
     measures the loop with and without it). Only these blocks: a whole compiled decoder layer recompiled for each
     layer index (the prefix is looked up by it) and took minutes; compiled attention was slower than eager. One
