@@ -39,7 +39,8 @@ WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 min
                ("PEFT, 40 minutes", "forty_minutes.peft"), ("kg2text, fp32 backbone", "fp32_backbone.kg2text"),
                ("PEFT, fp32 backbone", "fp32_backbone.peft"), ("kg2text, --rerank", "reranked.kg2text"),
                ("PEFT, --rerank", "reranked.peft"),
-               ("kg2text, 60 minutes, AMX Xeon, --compile", "amx_compiled.kg2text"))
+               ("kg2text, 60 minutes, AMX Xeon, --compile", "amx_compiled.kg2text"),
+               ("PEFT, 60 minutes, AMX Xeon, --compile", "amx_compiled.peft"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"))
 FIGURES = [
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.all.bleu"), "{:.2f}"),
@@ -82,7 +83,8 @@ FIGURES = [
       for name in ("recipe-10min", "words-10min", "bf16-10min", "lr1e-3-10min",
                    "control-10min", "p20-10min", "recipe-20min", "bf16-20min", "peft-20min", "40min/webnlg",
                    "40min/peft-webnlg",
-                   "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg")],
+                   "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg",
+                   "amx60/peft-webnlg")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
@@ -192,6 +194,20 @@ def test_readme_peft_comparison_comes_from_the_release_report():
     gain = {g: ours["bleu_challenge"][g] - theirs["bleu_challenge"][g] for g in ("all", "unseen")}
     shown = f"prefix scores {gain['all']:+.2f} challenge BLEU-A ({gain['unseen']:+.2f} on unseen) against PEFT's"
     assert shown in readme
+
+
+def test_readme_shipped_prefix_against_its_peft_anchor_comes_from_the_release_report():
+    pair = json.loads((ROOT / RELEASE).read_text())["amx_compiled"]
+    ours, theirs = pair["kg2text"], pair["peft"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    gain = {g: ours["bleu_challenge"][g] - theirs["bleu_challenge"][g] for g in ("all", "seen", "unseen")}
+    assert (f"the shipped prefix is **{gain['all']:+.2f} BLEU-A**, {gain['seen']:+.2f} seen and {gain['unseen']:+.2f} "
+            "unseen ahead of it") in readme
+    assert f"{theirs['train_steps']:,} steps at {theirs['train_tokens_per_s']:.0f} tokens/s" in readme
+    assert (f"{ours['train_tokens_per_s']:.0f} vs {theirs['train_tokens_per_s']:.0f} training tokens/s) gives kg2text "
+            f"{gain['all']:+.2f} BLEU-A") in readme
+    more_steps = 100 * (ours["train_steps"] / theirs["train_steps"] - 1)
+    assert f"kg2text's {more_steps:.0f}% more steps give {gain['all']:+.2f} BLEU-A on the full test" in readme
 
 
 def test_readme_unseen_category_outputs_are_the_shipped_prefixs_sentences():
