@@ -198,6 +198,10 @@ PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folde
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
                        for trainer, run in PAIR_RUNS.items())
+# The other pairs whose targets the report states too: report key -> what the target lines add to their name.
+TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
+                "amx_compiled": " (the shipped prefix: 60 minutes with --compile on an AMX Xeon, PEFT trained the same "
+                                "way there)"}
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype", "compile")
 
@@ -291,13 +295,10 @@ def _release_targets(report: dict) -> list[str]:
     """The quality targets against the main pair, the same prefixes decoded with --rerank, and the shipped prefix's
     pair."""
     lines = _targets(report["webnlg"], report["peft"].get("webnlg"), "")
-    reranked = report.get("reranked", {})
-    if "kg2text" in reranked:
-        lines += _targets(reranked["kg2text"], reranked.get("peft"), " (both decoded with --rerank)")
-    shipped = report.get("amx_compiled", {})
-    if "kg2text" in shipped:
-        lines += _targets(shipped["kg2text"], shipped.get("peft"), " (the shipped prefix: 60 minutes with --compile "
-                          "on an AMX Xeon, PEFT trained the same way there)")
+    for key, decoded in TARGET_PAIRS.items():
+        pair = report.get(key, {})
+        if "kg2text" in pair:
+            lines += _targets(pair["kg2text"], pair.get("peft"), decoded)
     return lines
 
 
