@@ -95,6 +95,9 @@ FIGURES = [
         ("int8", "int8 {0[forwards_lookup]} instead of {0[forwards_plain]}"))],
     *[(f"| {run} |", lambda run=run: _value(f"results/hogwarts/{run}/scores.json", "scores.all.bleu"), "{:.2f}")
       for run in ("scratch-10", "init-from-10", "scratch-30", "init-from-30")],
+    ("# Harry Potter studied", lambda: _value("results/shipped/generate_time.json", "median_seconds"),
+     "({:.2f} s in all"),
+    ("# Harry Potter studied", lambda: _value("results/shipped/generate_time.json", "sentences.0"), "# {} "),
 ]
 
 
