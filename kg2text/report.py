@@ -191,9 +191,11 @@ EXPLORE_DIR = "explore"
 # The pairs beside the main one, each laid out like it in a folder: report key -> (folder, release-table name).
 # The earlier recipes' (scripts/release.sh pairs), 40 minutes each: bf16 backbone (shipped before the 60-minute
 # prefix), fp32 backbone; the main pair's prefixes decoded with --rerank (scripts/release.sh rerank); and the recipe
-# with --compile for 60 minutes on an AMX Xeon and its PEFT anchor trained the same way there (scripts/release.sh amx).
+# with --compile for 60 minutes on an AMX Xeon and its PEFT anchor trained the same way there, and those decoded with
+# --rerank (scripts/release.sh amx).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
-               "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile")}
+               "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
+               "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank")}
 PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
@@ -201,7 +203,8 @@ FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
 # The other pairs whose targets the report states too: report key -> what the target lines add to their name.
 TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "amx_compiled": " (the shipped prefix: 60 minutes with --compile on an AMX Xeon, PEFT trained the same "
-                                "way there)"}
+                                "way there)",
+                "amx_compiled_reranked": " (the shipped prefix decoded with --rerank)"}
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype", "compile")
 

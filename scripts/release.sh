@@ -15,8 +15,8 @@
 # Stage "rerank" (bash scripts/release.sh rerank, after the main stage): the main pair's WebNLG prefixes on the
 # full test again with --rerank (of the 5 finished beams, the one that mentions the most entities), in rerank/.
 # Stage "amx" (bash scripts/release.sh amx): the recipe with --compile (the backbone's MLPs and norms compiled) for
-# 60 minutes, and its PEFT anchor with the same settings, in amx60/: run on an Intel Xeon with AMX, where bf16
-# training is fastest.
+# 60 minutes, and its PEFT anchor with the same settings, in amx60/ (and decoded with --rerank, in rerank/amx60/): run
+# on an Intel Xeon with AMX, where bf16 training is fastest.
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
 # 10 and 20 minutes (the curve, with each backbone dtype), each scored on the same evenly spaced slice of
 # WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on that slice from their sentences.
@@ -101,6 +101,8 @@ if [ "${1:-}" = amx ]; then  # the recipe with --compile, 60 minutes (run on an 
   train_peft amx60/peft-webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile
   score amx60/peft-webnlg webnlg
   check_peft amx60/peft-webnlg
+  score amx60/webnlg webnlg rerank --rerank
+  score amx60/peft-webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
   exit 0
 fi
