@@ -28,6 +28,7 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.batching import collate, epoch_batches, width_multiple
 from kg2text.errors import UserError
 from kg2text.export import prefix_from_peft_embeddings
+from kg2text.generate import hf_generate
 from kg2text.hardware import backbone_dtype
 from kg2text.model import compile_elementwise_blocks
 from kg2text.prefix import PrefixConfig
@@ -55,7 +56,7 @@ def generate_with(model):
     """A ``generate_batch`` for ``decode_batched`` that calls the model's own ``generate`` (PEFT or plain)."""
 
     def generate_batch(batch, ids, mask, config):
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        out = hf_generate(model, config, input_ids=ids, attention_mask=mask)
         has_prompt = out.shape[1] > ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids)
         return out[:, ids.shape[1]:] if has_prompt else out
 

@@ -31,7 +31,9 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--num-beams", type=int, default=5, help="beam width; 1 = greedy (default: 5)")
     group.add_argument("--length-penalty", type=float, default=1.0, help="beam length penalty (default: 1.0)")
-    group.add_argument("--no-repeat-ngram", type=int, default=0, help="ban repeated n-grams of this size (0: off)")
+    group.add_argument("--no-repeat-ngram", type=int, default=0,
+                       help="ban n-grams of this size that the sentence already contains (the input's stay free to "
+                       "copy; 0: off)")
     group.add_argument("--max-new-tokens", type=int, default=100, help="longest sentence in tokens (default: 100)")
     group.add_argument("--batch-size", type=int, default=16, help="inputs decoded together (default: 16)")
     group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"],

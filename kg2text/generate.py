@@ -7,6 +7,7 @@ hook; the KV cache holds only real tokens. Newline tokens are banned (as in Li &
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, NoRepeatNGramLogitsProcessor
 
 from kg2text.artifact import check_compatible, control_categories_of, read_prefix
 from kg2text.backbones import Backbone, load_backbone
@@ -132,6 +133,31 @@ def _generation_config(backbone: Backbone, decode: DecodeConfig) -> GenerationCo
 GenerateBatch = Callable[[list[int], torch.Tensor, torch.Tensor, GenerationConfig], torch.Tensor]
 
 
+class OutputNoRepeatNGram(LogitsProcessor):
+    """transformers' no-repeat-n-gram ban over the generated tokens only. Its own ban also counts a decoder-only
+    model's prompt, so it forbids copying any input name of ``size`` tokens or more: on 300 WebNLG dev entries, at
+    size 3, challenge BLEU fell from 61.4 to 36.0. One instance per ``generate`` call: its first call sees the
+    prompt alone, which fixes where the output starts."""
+
+    def __init__(self, size: int):
+        self.ban, self.start = NoRepeatNGramLogitsProcessor(size), None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        return self.ban(input_ids[:, self.start:], scores)
+
+
+def hf_generate(model, config: GenerationConfig, **inputs) -> torch.Tensor:
+    """``model.generate`` (transformers' or PEFT's) with ``config``, its n-gram ban on the output only."""
+    processors = LogitsProcessorList()
+    if config.no_repeat_ngram_size:
+        processors.append(OutputNoRepeatNGram(config.no_repeat_ngram_size))
+        config = copy.deepcopy(config)
+        config.no_repeat_ngram_size = 0
+    return model.generate(**inputs, generation_config=config, logits_processor=processors)
+
+
 def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig, generate_batch: GenerateBatch,
                    virtual_tokens: int = 0, progress: bool = False,
                    items: list[tuple[Item, ...]] | None = None) -> list[str]:
@@ -192,7 +218,7 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
                                      banned, decode.length_penalty)
             return [tokens for row in hypotheses for tokens in row[: decode.candidates]]
         inputs = lm.model_inputs(ids, mask)
-        out = lm.backbone.model.generate(**inputs, generation_config=config)
+        out = hf_generate(lm.backbone.model, config, **inputs)
         return out[:, ids.shape[1]:] if "input_ids" in inputs else out  # from embeddings only new tokens return
 
     return decode_batched(lm.backbone, prompts, decode, generate_batch, lm.virtual_tokens, progress, items)

@@ -147,3 +147,32 @@ def test_prompt_lookup_greedy_gives_plain_greedys_tokens_in_fewer_forwards(backb
     decode = DecodeConfig(num_beams=1, max_new_tokens=16, batch_size=1)
     assert decode_prompts(lm, copying, decode) == decode_prompts(lm, copying, DecodeConfig(
         num_beams=1, max_new_tokens=16, batch_size=1, engine="hf"))
+
+
+def test_no_repeat_ngram_bans_the_outputs_own_ngrams_not_the_prompts():
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    from kg2text.generate import OutputNoRepeatNGram
+
+    prompt = torch.tensor([[5, 6, 9, 5]])  # the prompt ends in 5 and holds "5 6": copying 6 next is allowed
+    ours, scores = OutputNoRepeatNGram(2), torch.zeros(1, 12)
+    assert torch.isinf(NoRepeatNGramLogitsProcessor(2)(prompt, scores.clone())[0, 6])  # transformers bans it
+    assert not torch.isinf(ours(prompt, scores.clone())).any()
+    banned = ours(torch.tensor([[5, 6, 9, 5, 7, 8, 7]]), scores.clone())  # output 7 8 7: 8 would repeat "7 8"
+    assert torch.isinf(banned[0]).nonzero().flatten().tolist() == [8]
+
+
+def test_no_repeat_ngram_leaves_no_repeated_bigram_in_the_output(backbone):
+    """Greedy: a random tiny model loops, so its plain output repeats bigrams (beam search shares the processor)."""
+    beams = 1
+    lm = tuned(backbone, "prefix", seed=2)
+    tokenizer = backbone.tokenizer
+
+    def repeats(sentences):
+        ids = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in sentences]
+        return sum(len(t) - 1 - len(set(zip(t, t[1:], strict=False))) for t in ids)
+
+    plain = decode_prompts(lm, PROMPTS, DecodeConfig(num_beams=beams, max_new_tokens=40, batch_size=5))
+    banned = decode_prompts(lm, PROMPTS, DecodeConfig(num_beams=beams, max_new_tokens=40, batch_size=5,
+                                                      no_repeat_ngram_size=2))
+    assert repeats(plain) > 0 and repeats(banned) == 0
