@@ -188,14 +188,17 @@ def write_report(data: dict, out: Path) -> None:
 
 RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
+DEV_DECODING_DIR = "dev-decoding"
 # The pairs beside the main one, each laid out like it in a folder: report key -> (folder, release-table name).
 # The earlier recipes' (scripts/release.sh pairs), 40 minutes each: bf16 backbone (shipped before the 60-minute
 # prefix), fp32 backbone; the main pair's prefixes decoded with --rerank (scripts/release.sh rerank); and the recipe
 # with --compile for 60 minutes on an AMX Xeon and its PEFT anchor trained the same way there, and those decoded with
-# --rerank (scripts/release.sh amx).
+# --rerank (scripts/release.sh amx); the shipped prefix decoded with the settings best on WebNLG dev
+# (scripts/dev_decoding.sh).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
                "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
-               "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank")}
+               "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank"),
+               "dev_chosen": ("dev-chosen", "60 minutes, AMX Xeon, --compile, decoding chosen on dev")}
 PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
@@ -204,7 +207,8 @@ FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
 TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "amx_compiled": " (the shipped prefix: 60 minutes with --compile on an AMX Xeon, PEFT trained the same "
                                 "way there)",
-                "amx_compiled_reranked": " (the shipped prefix decoded with --rerank)"}
+                "amx_compiled_reranked": " (the shipped prefix decoded with --rerank)",
+                "dev_chosen": " (the shipped prefix decoded with the settings best on dev)"}
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype", "compile")
 
@@ -247,6 +251,8 @@ def _changes(config: dict, recipe: dict, decode: dict) -> str:
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     changes = [f"{k} {config.get(k, defaults[k])}" for k in CHANGE_KEYS
                if config.get(k, defaults[k]) != recipe.get(k, defaults[k])]
+    changes += [f"length penalty {decode['length_penalty']:g}"] if decode.get("length_penalty", 1.0) != 1.0 else []
+    changes += [f"no-repeat n-gram {decode['no_repeat_ngram_size']}"] if decode.get("no_repeat_ngram_size") else []
     changes += ["decoded with --rerank"] if decode.get("rerank") else []
     return ", ".join(changes) or "the recipe"
 
@@ -285,6 +291,28 @@ def exploration_rows(out: Path) -> list[dict]:
             rows.append(_row(out / name, name, trainer, recipe, scores["bleu_challenge"], scores["bleu"],
                              len(picked)))
     return sorted(rows, key=lambda r: (r["train_minutes"], r["trainer"], r["name"]))
+
+
+def dev_decoding_rows(out: Path) -> list[dict]:
+    """The shipped prefix's decoding settings scored on WebNLG dev (scripts/dev_decoding.sh), best first: where
+    the settings for test are chosen."""
+    rows = []
+    for path in (out / DEV_DECODING_DIR).glob("*/scores.json"):
+        scores = _read_json(path)
+        decode = scores["decode"]
+        rows.append({"name": path.parent.name, "length_penalty": decode["length_penalty"], "rerank": decode["rerank"],
+                     "no_repeat_ngram": decode["no_repeat_ngram_size"], "entries": scores["entries"],
+                     "bleu_challenge": scores["scores_challenge"]["all"]["bleu"],
+                     "bleu": scores["scores"]["all"]["bleu"], "coverage": scores["entity_coverage"]})
+    return sorted(rows, key=lambda r: (-r["bleu_challenge"], r["name"]))
+
+
+def _dev_decoding_table(rows: list[dict]) -> str:
+    lines = ["| setting | length penalty | --rerank | --no-repeat-ngram | challenge BLEU | BLEU (sacrebleu) | coverage "
+             "| entries |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['name']} | {r['length_penalty']:g} | {'yes' if r['rerank'] else 'no'} | {r['no_repeat_ngram']} | "
+              f"{r['bleu_challenge']:.2f} | {r['bleu']:.2f} | {r['coverage']:.2f}% | {r['entries']} |" for r in rows]
+    return "\n".join(lines)
 
 
 def _curve(rows: list[dict]) -> list[dict]:
@@ -332,6 +360,7 @@ def write_release_report(out: Path) -> dict:
                        if (out / folder / run / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
+    report["dev_decoding"] = dev_decoding_rows(out)
     stages = ("pairs", "rerank", "amx", "explore")
     report["command"] = " && ".join(["bash scripts/release.sh"] + [f"bash scripts/release.sh {s}" for s in stages])
     machine = report["webnlg"]["machine"]
@@ -349,6 +378,11 @@ def write_release_report(out: Path) -> dict:
     if report["curve"]:
         md += ["![challenge BLEU against training minutes](curve.png)", ""]
         _curve_plot(report["curve"], out / "curve.png")
+    if report["dev_decoding"]:
+        md += ["## Decoding settings for the shipped prefix, on WebNLG dev", "",
+               "`bash scripts/dev_decoding.sh`: evenly spaced WebNLG dev entries (seen categories only), beam 5, one "
+               "setting a row, best first; test is decoded only with settings chosen here.", "",
+               _dev_decoding_table(report["dev_decoding"]), ""]
     atomic_write_text(out / "report.md", "\n".join(md))
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     return report

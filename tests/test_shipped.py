@@ -110,10 +110,10 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     _scored_run(tmp_path / "fp32" / "webnlg", "webnlg", 44.0, 40, references[:-1] + ["x"], dtype="float32")
     _scored_run(tmp_path / "fp32" / "peft-webnlg", "webnlg", 43.0, 40, ["x"] * len(references), dtype="float32")
 
-    def reranked(folder, bleu):
+    def reranked(folder, bleu, length_penalty=1.0):
         _scored_run(tmp_path / folder, "webnlg", bleu, 60, references)
         scores = json.loads((tmp_path / folder / "scores.json").read_text())
-        scores["decode"]["rerank"] = True
+        scores["decode"] |= {"rerank": True, "length_penalty": length_penalty}
         (tmp_path / folder / "scores.json").write_text(json.dumps(scores))
 
     def compiled(folder):
@@ -127,6 +127,8 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
         compiled(f"amx60/{trainer}")
     reranked("rerank/amx60/webnlg", 56.5)  # the shipped prefix decoded with --rerank; its PEFT anchor not
     compiled("rerank/amx60/webnlg")
+    reranked("dev-chosen/webnlg", 57.0, length_penalty=1.5)  # scripts/dev_decoding.sh's test decode
+    compiled("dev-chosen/webnlg")
     _scored_run(tmp_path / "explore" / "words-10min", "webnlg", 45.0, 10)
     (tmp_path / "explore" / "words-10min" / "config.json").write_text(
         json.dumps({"max_minutes": 10, "lr": 5e-4, "format": "webnlg-words", "dtype": "bfloat16"}))
@@ -134,8 +136,16 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     scores["entries"] = 40
     (tmp_path / "explore" / "words-10min" / "scores.json").write_text(json.dumps(scores))
 
+    for name, penalty, bleu in (("base", 1.0, 60.0), ("lp1.5", 1.5, 61.5)):  # scripts/dev_decoding.sh's settings
+        scores = {"entries": 300, "decode": {"length_penalty": penalty, "rerank": False, "no_repeat_ngram_size": 0},
+                  "scores": {"all": {"bleu": bleu - 2}}, "scores_challenge": {"all": {"bleu": bleu}},
+                  "entity_coverage": 85.0}
+        (tmp_path / "dev-decoding" / name).mkdir(parents=True)
+        (tmp_path / "dev-decoding" / name / "scores.json").write_text(json.dumps(scores))
+
     report = write_release_report(tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
+    assert [r["name"] for r in saved["dev_decoding"]] == ["lp1.5", "base"]  # best first
     assert saved["webnlg"]["entries"] == 1862 and saved["webnlg"]["num_beams"] == 5
     assert saved["webnlg"]["bleu"] == {"all": 50.0, "seen": 49.0, "unseen": 48.0}
     assert saved["webnlg"]["bleu_challenge"] == {"all": 52.0, "seen": 51.0, "unseen": 50.0}
@@ -170,6 +180,9 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert rows["amx60/peft-webnlg"]["changes"] == "compile True" and rows["amx60/peft-webnlg"]["trainer"] == "peft"
     assert rows["rerank/amx60/webnlg"]["changes"] == "compile True, decoded with --rerank"
     assert list(saved["amx_compiled_reranked"]) == ["kg2text"]
+    assert rows["dev-chosen/webnlg"]["changes"] == "compile True, length penalty 1.5, decoded with --rerank"
+    assert "| kg2text, 60 minutes, AMX Xeon, --compile, decoding chosen on dev | webnlg | 1,862 | 57.00 /" in md
+    assert "- WebNLG challenge BLEU-A >= 55 (the shipped prefix decoded with the settings best on dev): 59.00" in md
     assert "| kg2text, 60 minutes, AMX Xeon, --compile, --rerank | webnlg | 1,862 | 56.50 / 55.50 / 54.50 |" in md
     assert "- WebNLG challenge BLEU-A >= 55 (the shipped prefix decoded with --rerank): 58.50, **met**" in md
     assert "over PEFT at the same budget (the shipped prefix decoded with --rerank)" not in md  # no PEFT run to compare
@@ -179,4 +192,5 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert "| kg2text, fp32 backbone | webnlg | 1,862 | 44.00 / 43.00 / 42.00 | 46.00 / 45.00 / 44.00 |" in md
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "Machine: test CPU, 2 cores (avx2)." in md
+    assert "| lp1.5 | 1.5 | no | 0 | 61.50 | 59.50 | 85.00% | 300 |\n| base | 1 | no | 0 | 60.00 |" in md
     assert f"first references, scored the same way, miss {reference_slot_error_rate():.2f}% of their slots" in md
