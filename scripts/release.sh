@@ -56,7 +56,9 @@ score() {  # NAME DATASET [FOLDER DECODING-ARGS...]: the full test split, beam 5
   if [ -f "$out/scores.json" ]; then return; fi
   kg2text evaluate --prefix "$RUNS/$1" --dataset "$2" --split test --num-beams 5 --batch-size 32 --output "$out" \
       "${@:4}"
-  cp "$RUNS/$1/config.json" "$RUNS/$1/train_log.jsonl" "$out/"
+  # the prefix (fp16, about 226 KiB) beside its scores: runs/ stays on the machine that trained it, and a later
+  # decoding setting (e.g. --rerank for an anchor) needs the prefix, not its sentences
+  cp "$RUNS/$1/config.json" "$RUNS/$1/train_log.jsonl" "$RUNS/$1/prefix.safetensors" "$out/"
 }
 
 check_peft() {  # NAME: PEFT's own generate on 16 of the entries says what kg2text's decoder said
