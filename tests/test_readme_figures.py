@@ -41,7 +41,8 @@ WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 min
                ("PEFT, --rerank", "reranked.peft"),
                ("kg2text, 60 minutes, AMX Xeon, --compile", "amx_compiled.kg2text"),
                ("PEFT, 60 minutes, AMX Xeon, --compile", "amx_compiled.peft"),
-               ("kg2text, 60 minutes, AMX Xeon, --compile, --rerank", "amx_compiled_reranked.kg2text"))
+               ("kg2text, 60 minutes, AMX Xeon, --compile, --rerank", "amx_compiled_reranked.kg2text"),
+               ("kg2text, 60 minutes, AMX Xeon, --compile, decoding chosen on dev", "dev_chosen.kg2text"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"))
 FIGURES = [
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.all.bleu"), "{:.2f}"),
@@ -85,7 +86,7 @@ FIGURES = [
                    "control-10min", "p20-10min", "recipe-20min", "bf16-20min", "peft-20min", "40min/webnlg",
                    "40min/peft-webnlg",
                    "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg",
-                   "amx60/peft-webnlg", "rerank/amx60/webnlg")],
+                   "amx60/peft-webnlg", "rerank/amx60/webnlg", "dev-chosen/webnlg")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
@@ -223,6 +224,24 @@ def test_readme_shipped_prefix_reranked_comes_from_the_release_report():
     assert (f"challenge BLEU **{shown}**, {gain['all']:+.2f} BLEU-A and {gain['unseen']:+.2f} unseen over its "
             f"best-scored sentences, coverage {plain['coverage']:.2f}% → {reranked['coverage']:.2f}%") in readme
     assert "peft" not in report["amx_compiled_reranked"]  # the README says the anchor was not reranked
+
+
+def test_readme_dev_decoding_settings_come_from_the_release_report():
+    report = json.loads((ROOT / RELEASE).read_text())
+    dev = {row["name"]: row["bleu_challenge"] for row in report["dev_decoding"]}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"BLEU {dev['base']:.2f} as shipped, {dev['lp1.5']:.2f} with `--length-penalty 1.5`, {dev['rerank']:.2f} "
+            f"with `--rerank` and **{dev['lp1.5-rerank']:.2f} with both**, the best") in readme
+    assert report["dev_decoding"][0]["name"] == "lp1.5-rerank"
+    assert (f"(`--length-penalty` 0.6: {dev['lp0.6']:.2f}, 3.0: {dev['lp3.0']:.2f}; `--no-repeat-ngram 3`: "
+            f"{dev['nr3']:.2f})") in readme
+    chosen, plain, reranked = (report[key]["kg2text"]["bleu_challenge"]
+                               for key in ("dev_chosen", "amx_compiled", "amx_compiled_reranked"))
+    shown = " / ".join(f"{chosen[g]:.2f}" for g in ("all", "seen", "unseen"))
+    assert (f"**{shown}**, {chosen['all'] - plain['all']:+.2f} BLEU-A over the shipped prefix's plain decode but "
+            f"{chosen['all'] - reranked['all']:+.2f} over `--rerank` alone (unseen "
+            f"{chosen['unseen'] - reranked['unseen']:+.2f})") in readme
+    assert f"in {report['dev_chosen']['kg2text']['decode_minutes']:.1f} minutes" in readme
 
 
 def test_readme_unseen_category_outputs_are_the_shipped_prefixs_sentences():
