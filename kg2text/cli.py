@@ -30,7 +30,9 @@ column; a .xml file is WebNLG XML (each entry's triples are one input)."""
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding")
     group.add_argument("--num-beams", type=int, default=5, help="beam width; 1 = greedy (default: 5)")
-    group.add_argument("--length-penalty", type=float, default=1.0, help="beam length penalty (default: 1.0)")
+    group.add_argument("--length-penalty", type=float, default=1.0,
+                       help="beam length penalty: above 1 favours longer sentences (default: 1.0; "
+                       "results/release/report.md has a dev sweep)")
     group.add_argument("--no-repeat-ngram", type=int, default=0,
                        help="ban n-grams of this size that the sentence already contains (the input's stay free to "
                        "copy; 0: off)")
