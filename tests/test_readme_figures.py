@@ -244,6 +244,19 @@ def test_readme_dev_decoding_settings_come_from_the_release_report():
     assert f"in {report['dev_chosen']['kg2text']['decode_minutes']:.1f} minutes" in readme
 
 
+def test_readme_shipped_e2e_prefix_reranked_comes_from_its_scores():
+    reranked = json.loads((ROOT / "results/release/rerank/e2e-shipped/scores.json").read_text())
+    plain = json.loads((ROOT / RELEASE).read_text())["e2e"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"slot error rate **{reranked['slot_error_rate']:.2f}%** instead of {plain['ser']:.2f}% (the references' "
+            "own, scored the same way:") in readme
+    assert (f"BLEU {reranked['scores']['all']['bleu']:.2f} ({plain['bleu']:.2f}), NIST {reranked['nist']:.2f}, CIDEr "
+            f"{reranked['cider']:.2f}, chrF++ {reranked['chrf++']:.2f} and ROUGE-L {reranked['rouge_l']:.2f} "
+            f"({plain['rouge_l']:.2f})") in readme
+    assert reranked["decode"]["rerank"] and reranked["entries"] == 630
+    assert f"e2e-shipped`, {reranked['decode_seconds'] / 60:.1f} minutes) has slot error rate" in readme
+
+
 def test_readme_unseen_category_outputs_are_the_shipped_prefixs_sentences():
     """The README's example outputs are lines of the full-test decode of the shipped prefix."""
     readme = (ROOT / "README.md").read_text()
