@@ -362,7 +362,8 @@ def write_release_report(out: Path) -> dict:
     report["curve"] = _curve(report["exploration"])
     report["dev_decoding"] = dev_decoding_rows(out)
     stages = ("pairs", "rerank", "amx", "explore")
-    report["command"] = " && ".join(["bash scripts/release.sh"] + [f"bash scripts/release.sh {s}" for s in stages])
+    report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
+                                     "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]
     md = ["# Release report: the shipped prefixes, the PEFT anchor, the short-budget exploration", "",
           f"Command: `{report['command']}` (each ends with `python scripts/release_report.py`). Machine: "
