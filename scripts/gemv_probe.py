@@ -1,0 +1,60 @@
+"""One-row matmuls (batch-1 decoding) at SmolLM2-135M's linear shapes: time per layer and weight bytes streamed.
+
+Batch-1 decoding multiplies one row by every weight matrix, so it is bound by how fast the weights stream from
+memory. This measures that per dtype with all 30 layers' weights (so they come from memory, not cache), as
+kg2text decodes: fp32 ``linear``, bf16 ``linear`` and the int8 kernel ``--dtype int8`` uses
+(``torch._weight_int8pack_mm``, bf16 activations, a scale per output channel). 2 threads.
+
+    python scripts/gemv_probe.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from kg2text.hardware import cpu_info
+
+SHAPES = ((576, 576), (1536, 576), (576, 1536), (49152, 576))  # q/o, gate/up, down, the LM head (out, in)
+LAYERS = 30
+
+
+def seconds_per_call(run, repeats: int = 200) -> float:
+    for _ in range(10):
+        run()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return (time.perf_counter() - start) / repeats
+
+
+def probe(out_features: int, in_features: int) -> str:
+    layers = 1 if out_features > 10_000 else LAYERS  # one LM head
+    weights = [torch.randn(out_features, in_features) for _ in range(layers)]
+    row = torch.randn(1, in_features)
+    bf16_weights, bf16_row = [w.bfloat16() for w in weights], row.bfloat16()
+    scales = [w.abs().amax(1) / 127 for w in weights]
+    int8_weights = [(w / s[:, None]).round().to(torch.int8).contiguous() for w, s in zip(weights, scales, strict=True)]
+    bf16_scales = [s.bfloat16() for s in scales]
+    fp32 = seconds_per_call(lambda: [torch.nn.functional.linear(row, w) for w in weights]) / layers
+    bf16 = seconds_per_call(lambda: [torch.nn.functional.linear(bf16_row, w) for w in bf16_weights]) / layers
+    int8 = seconds_per_call(lambda: [torch._weight_int8pack_mm(bf16_row, q, s)
+                                     for q, s in zip(int8_weights, bf16_scales, strict=True)]) / layers
+    params = out_features * in_features
+    return (f"| {out_features}x{in_features} | {fp32 * 1e6:.0f} us ({4 * params / fp32 / 1e9:.1f} GB/s) | "
+            f"{bf16 * 1e6:.0f} us ({2 * params / bf16 / 1e9:.1f} GB/s) | {int8 * 1e6:.0f} us "
+            f"({params / int8 / 1e9:.1f} GB/s) |")
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    cpu = cpu_info()
+    print(f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}), 2 threads\n")
+    print("| weight (out x in) | fp32 | bf16 | int8 |\n|---|---:|---:|---:|")
+    for shape in SHAPES:
+        print(probe(*shape))
+
+
+if __name__ == "__main__":
+    main()
