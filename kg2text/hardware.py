@@ -8,11 +8,14 @@ switched on by itself, each with its BLEU change measured beside its speed (``kg
 * ``bfloat16``: the backbone's weights and activations in bf16 (decoding and training);
 * ``int8`` (decoding only): weight-only int8 for every linear layer and the LM head (one scale per output
   channel), activations in bf16. One-row decoding reads a quarter of fp32's bytes, through torch's int8
-  weight-packed matmul; from ``INT8_KERNEL_MAX_ROWS`` rows on, where that kernel is slower than a bf16
-  GEMM (measured on a Zen 4: 105 vs 199 GFLOP/s at 32 rows), the layer multiplies by its dequantized weight,
-  kept in bf16 (the same values, so the same numbers; dequantizing per call cost the LM head 10-20 ms a
-  step). Activations are never quantized, so outliers in them cost nothing (torch's dynamic activation
+  weight-packed matmul (from ``PACKED_KERNEL_MAX_ROWS`` rows on, a bf16 GEMM: see ``PackedLinear``).
+  Activations are never quantized, so outliers in them cost nothing (torch's dynamic activation
   quantization, kg2text's first int8, lost about 9 BLEU on SmolLM2's ``down_proj``).
+* ``int4`` (decoding only): weight-only 4-bit for every linear layer (a bf16 scale and offset per group of 32
+  inputs; the LM head stays int8), activations in bf16, through torch's int4 weight-packed matmul: half of
+  int8's bytes. Why 4 bits lose little here: SmolLM2 comes as a GGUF file whose linear layers are Q4_1, which is
+  exactly this grid (``w = d * q + m``, q in 0..15, per block of 32 inputs), so the quantizer recovers those
+  weights up to the bf16 rounding of ``d`` and ``m``; on other backbones it is ordinary 4-bit rounding.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import torch
 from kg2text.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-DECODE_DTYPES = (*DTYPES, "int8")
-INT8_KERNEL_MAX_ROWS = 16
+DECODE_DTYPES = (*DTYPES, "int8", "int4")
+PACKED_KERNEL_MAX_ROWS = 16  # from here on a bf16 GEMM with the dequantized weight
+INT4_GROUP = 32
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
@@ -62,34 +66,80 @@ def backbone_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-class Int8Linear(torch.nn.Module):
-    """A frozen linear layer as int8 weights with a bf16 scale per output channel; computes in bf16."""
+class PackedLinear(torch.nn.Module):
+    """A frozen linear layer with packed low-bit weights; computes in bf16.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    Below ``PACKED_KERNEL_MAX_ROWS`` rows it calls the packed kernel (``packed_mm``); from there on, where that
+    kernel is slower than a bf16 GEMM (int8, measured on a Zen 4: 105 vs 199 GFLOP/s at 32 rows), it multiplies
+    by the dequantized weight, kept in bf16 (the same values, so the same numbers; dequantizing per call cost
+    the LM head 10-20 ms a step)."""
+
+    def __init__(self, dequantized: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
-        weight = weight.detach().float()
-        scale = weight.abs().amax(1).clamp(min=1e-12) / 127
-        quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-        self.register_buffer("weight_int8", quantized.contiguous())  # the int8 kernel wants it contiguous
-        self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.register_buffer("dequantized", quantized.to(torch.bfloat16) * self.scale[:, None])  # for many rows
+        self.register_buffer("dequantized", dequantized.to(torch.bfloat16))  # (out, in), for many rows
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
 
     @classmethod
-    def of(cls, module: torch.nn.Module) -> Int8Linear:
+    def of(cls, module: torch.nn.Module) -> PackedLinear:
         """From an ``nn.Linear`` (weight ``(out, in)``) or GPT-2's ``Conv1D`` (weight ``(in, out)``)."""
         weight = module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
-        return cls(weight, module.bias)
+        return cls(weight.detach().float(), module.bias)
+
+    def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-        if rows.shape[0] < INT8_KERNEL_MAX_ROWS:
-            out = torch._weight_int8pack_mm(rows.contiguous(), self.weight_int8, self.scale)
+        if rows.shape[0] < PACKED_KERNEL_MAX_ROWS:
+            out = self.packed_mm(rows.contiguous())
         else:
             out = torch.nn.functional.linear(rows, self.dequantized)
         if self.bias is not None:
             out += self.bias
         return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class Int8Linear(PackedLinear):
+    """int8 weights with a bf16 scale per output channel."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        scale = weight.abs().amax(1).clamp(min=1e-12) / 127
+        quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        scale = scale.to(torch.bfloat16)
+        super().__init__(quantized.to(torch.bfloat16) * scale[:, None], bias)
+        self.register_buffer("weight_int8", quantized.contiguous())  # the int8 kernel wants it contiguous
+        self.register_buffer("scale", scale)
+
+    def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(rows, self.weight_int8, self.scale)
+
+
+class Int4Linear(PackedLinear):
+    """4-bit weights, a bf16 scale and offset per group of ``INT4_GROUP`` inputs (``w = scale * q + low``, q in
+    0..15: GGUF's Q4_1 grid)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        out_features, in_features = weight.shape
+        groups = weight.view(out_features, in_features // INT4_GROUP, INT4_GROUP)
+        low, high = groups.amin(-1), groups.amax(-1)
+        scale = ((high - low) / 15).clamp(min=1e-12)
+        codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15)
+        scale, low = scale.to(torch.bfloat16).float(), low.to(torch.bfloat16).float()  # what the kernel gets
+        super().__init__((codes * scale[..., None] + low[..., None]).view(out_features, in_features), bias)
+        codes = codes.view(out_features, in_features).to(torch.int32)
+        self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
+        offset = low + 8 * scale  # the kernel computes (q - 8) * scale + offset
+        self.register_buffer("scales_and_offsets", torch.stack([scale, offset], -1).transpose(0, 1).contiguous()
+                             .to(torch.bfloat16))  # (in / group, out, 2)
+
+    @staticmethod
+    def fits(module: torch.nn.Module) -> bool:
+        """The kernel's shape rules: inputs a multiple of the group, outputs of 16."""
+        weight = module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
+        return weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % 16 == 0
+
+    def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight_int4, INT4_GROUP, self.scales_and_offsets)
 
 
 def _linear_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
@@ -104,7 +154,10 @@ def prepare_for_decoding(model: torch.nn.Module, name: str) -> None:
     """Put a frozen backbone into ``name`` (float32, bfloat16 or int8) for decoding, in place."""
     if name not in DECODE_DTYPES:
         raise UserError(f"unknown --dtype {name!r}; choose one of: {', '.join(DECODE_DTYPES)}")
-    model.to(backbone_dtype("bfloat16" if name == "int8" else name))  # int8 computes in bf16: same warning
-    if name == "int8":
-        for parent, attribute, layer in _linear_layers(model):
-            setattr(parent, attribute, Int8Linear.of(layer))
+    model.to(backbone_dtype(name if name in DTYPES else "bfloat16"))  # int8/int4 compute in bf16: same warning
+    if name in DTYPES:
+        return
+    head = model.get_output_embeddings()
+    for parent, attribute, layer in _linear_layers(model):
+        four_bits = name == "int4" and layer is not head and Int4Linear.fits(layer)  # the head: GGUF keeps it 8-bit
+        setattr(parent, attribute, (Int4Linear if four_bits else Int8Linear).of(layer))

@@ -218,7 +218,7 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
 
     decoders = {"kg2text": engine("kg2text"), "baseline": engine("hf"),
                 "peft": _peft_decoder(run, header["backbone"], loaded.lm.virtual_tokens)}
-    variants = [dtype for dtype in ("bfloat16", "int8") if dtype != "bfloat16" or bf16]
+    variants = [dtype for dtype in ("bfloat16", "int8", "int4") if dtype != "bfloat16" or bf16]
     for dtype in variants:
         decoders[f"kg2text_{dtype.replace('float', 'f')}"] = _decoder_for(run, dtype)[0]
     speed, outputs = decoding(decoders, prompts, repeats, max_new_tokens, batch1_inputs)
@@ -276,8 +276,9 @@ split ({data['batch1_inputs']} of them at batch 1), at most {data['max_new_token
 
 Sentences per second. `kg2text`: our decoding loop, fp32 (the reference); `baseline`: transformers'
 `generate` with kg2text's prefix hook, i.e. kg2text before its own loop (`--decoder hf`); `peft`: the same
-prefix exported to PEFT and decoded by PEFT, checked to be applied; `kg2text_bf16` / `kg2text_int8`:
-our loop with the backbone in bf16 / int8 (`--dtype`), which change the numbers (BLEU below).
+prefix exported to PEFT and decoded by PEFT, checked to be applied; `kg2text_bf16` / `kg2text_int8` /
+`kg2text_int4`: our loop with the backbone in bf16 / int8 / int4 (`--dtype`), which change the numbers (BLEU
+below).
 
 | setting | {' | '.join(names)} | kg2text / baseline | kg2text / PEFT | fastest kg2text / baseline / PEFT |
 |---|{'---:|' * len(names)}---:|---:|---|

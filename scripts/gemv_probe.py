@@ -2,8 +2,9 @@
 
 Batch-1 decoding multiplies one row by every weight matrix, so it is bound by how fast the weights stream from
 memory. This measures that per dtype with all 30 layers' weights (so they come from memory, not cache), as
-kg2text decodes: fp32 ``linear``, bf16 ``linear`` and the int8 kernel ``--dtype int8`` uses
-(``torch._weight_int8pack_mm``, bf16 activations, a scale per output channel). 2 threads.
+kg2text decodes: fp32 ``linear``, bf16 ``linear``, the int8 kernel ``--dtype int8`` uses
+(``torch._weight_int8pack_mm``, bf16 activations, a scale per output channel) and the int4 kernel of
+``--dtype int4`` (``Int4Linear.packed_mm``: 4-bit weights, a scale and offset per group of 32). 2 threads.
 
     python scripts/gemv_probe.py
 """
@@ -14,7 +15,7 @@ import time
 
 import torch
 
-from kg2text.hardware import cpu_info
+from kg2text.hardware import Int4Linear, cpu_info
 
 SHAPES = ((576, 576), (1536, 576), (576, 1536), (49152, 576))  # q/o, gate/up, down, the LM head (out, in)
 LAYERS = 30
@@ -41,17 +42,19 @@ def probe(out_features: int, in_features: int) -> str:
     bf16 = seconds_per_call(lambda: [torch.nn.functional.linear(bf16_row, w) for w in bf16_weights]) / layers
     int8 = seconds_per_call(lambda: [torch._weight_int8pack_mm(bf16_row, q, s)
                                      for q, s in zip(int8_weights, bf16_scales, strict=True)]) / layers
+    int4_layers = [Int4Linear(w, None) for w in weights]
+    int4 = seconds_per_call(lambda: [layer.packed_mm(bf16_row) for layer in int4_layers]) / layers
     params = out_features * in_features
     return (f"| {out_features}x{in_features} | {fp32 * 1e6:.0f} us ({4 * params / fp32 / 1e9:.1f} GB/s) | "
             f"{bf16 * 1e6:.0f} us ({2 * params / bf16 / 1e9:.1f} GB/s) | {int8 * 1e6:.0f} us "
-            f"({params / int8 / 1e9:.1f} GB/s) |")
+            f"({params / int8 / 1e9:.1f} GB/s) | {int4 * 1e6:.0f} us ({params / 2 / int4 / 1e9:.1f} GB/s) |")
 
 
 def main() -> None:
     torch.set_num_threads(2)
     cpu = cpu_info()
     print(f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}), 2 threads\n")
-    print("| weight (out x in) | fp32 | bf16 | int8 |\n|---|---:|---:|---:|")
+    print("| weight (out x in) | fp32 | bf16 | int8 | int4 |\n|---|---:|---:|---:|---:|")
     for shape in SHAPES:
         print(probe(*shape))
 

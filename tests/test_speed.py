@@ -55,10 +55,10 @@ def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp
     assert set(data["gemm_ceiling_gflops"]) == ({"float32", "bfloat16"} if native_bf16() else {"float32"})
     table = (tmp_path / "speed.md").read_text()
     assert "| b32-beam5 |" in table and "Command: `kg2text benchmark --speed RUN`" in table
-    assert set(DTYPES) == {"float32", "bfloat16"} and "kg2text_int8" in data["b1-greedy"]
+    assert set(DTYPES) == {"float32", "bfloat16"} and {"kg2text_int8", "kg2text_int4"} <= set(data["b1-greedy"])
 
 
-@pytest.mark.parametrize("rows", [1, 5, 40])  # the int8 kernel below INT8_KERNEL_MAX_ROWS, dequantized bf16 above
+@pytest.mark.parametrize("rows", [1, 5, 40])  # the int8 kernel below PACKED_KERNEL_MAX_ROWS, dequantized bf16 above
 def test_int8_linear_is_within_a_percent_of_the_fp32_layer(rows):
     from transformers.pytorch_utils import Conv1D
 
@@ -86,3 +86,54 @@ def test_int8_backbone_replaces_every_linear_layer_and_decodes_close_to_fp32(tra
     reference = _next_token_logits(fp32)
     assert (_next_token_logits(int8) - reference).abs().max() < 0.05 * reference.abs().max()
     assert decode_prompts(int8.lm, [PROMPT], DecodeConfig(num_beams=2, max_new_tokens=6))[0]
+
+
+def _q4_1_weight(out_features: int, in_features: int) -> torch.Tensor:
+    """A weight on GGUF's Q4_1 grid, as SmolLM2's linear layers are: ``d * q + m`` per block of 32 inputs, q in
+    0..15, d and m fp16, centred as llama.cpp's quantizer leaves real weights (m about -7.5 d)."""
+    blocks = in_features // 32
+    d = (torch.rand(out_features, blocks) * 0.02 + 0.001).half().float()
+    m = (-7.5 * d + torch.randn(out_features, blocks) * d).half().float()
+    q = torch.randint(0, 16, (out_features, in_features)).float()
+    q[:, ::32], q[:, 1::32] = 0, 15  # every block spans its grid, as a quantized block of real weights does
+    return q * d.repeat_interleave(32, 1) + m.repeat_interleave(32, 1)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 40])  # the int4 kernel below PACKED_KERNEL_MAX_ROWS, dequantized bf16 above
+def test_int4_linear_recovers_a_q4_1_weight_and_rounds_any_other_to_4_bits(rows):
+    from transformers.pytorch_utils import Conv1D
+
+    from kg2text.hardware import Int4Linear
+
+    torch.manual_seed(0)
+    grid = torch.nn.Linear(96, 48)
+    grid.weight.data = _q4_1_weight(48, 96)
+    x = torch.randn(rows, 3, 96)
+    quantized = Int4Linear.of(grid)
+    assert quantized.weight_int4.dtype == torch.uint8 and quantized.weight_int4.shape == (48, 48)  # 2 per byte
+    assert quantized.scales_and_offsets.shape == (3, 48, 2)  # (groups, outputs, scale and offset)
+    # on its grid: the weights come back to the bf16 rounding of d and m, the output to bf16 activations'
+    assert (quantized.dequantized.float() - grid.weight).abs().max() < 0.01 * grid.weight.abs().max()
+    reference, out = grid(x), quantized(x)
+    assert out.shape == reference.shape and out.dtype == torch.bfloat16
+    assert (out.float() - reference).norm() < 0.01 * reference.norm()
+    for layer in (torch.nn.Linear(96, 48), Conv1D(48, 96)):  # random weights: 16 levels per group of 32
+        reference = layer(x)
+        error = (Int4Linear.of(layer)(x).float() - reference).norm() / reference.norm()
+        assert 0.02 < error < 0.15
+
+
+def test_int4_backbone_keeps_the_lm_head_int8_and_decodes_close_to_fp32(trained_run):
+    from kg2text.hardware import Int4Linear, Int8Linear
+
+    fp32, int4 = load_for_generation(trained_run), load_for_generation(trained_run, dtype="int4")
+    model = int4.backbone.model
+    assert len([m for m in model.modules() if isinstance(m, Int4Linear)]) == 4 * model.config.n_layer
+    assert isinstance(model.get_output_embeddings(), Int8Linear)
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    reference = _next_token_logits(fp32)
+    # the tiny model's random weights are on no 4-bit grid: about 12% here (1% on a Q4_1 grid: test above)
+    assert (_next_token_logits(int4) - reference).abs().max() < 0.2 * reference.abs().max()
+    one, many = (decode_prompts(int4.lm, [PROMPT] * n, DecodeConfig(num_beams=1, max_new_tokens=6, batch_size=n))
+                 for n in (1, 20))  # the int4 kernel, then the dequantized bf16 weights: the same greedy tokens
+    assert one[0] and one[0] == many[0]
