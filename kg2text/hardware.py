@@ -66,6 +66,11 @@ def backbone_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def weight_out_in(module: torch.nn.Module) -> torch.Tensor:
+    """The weight as ``(out, in)``: an ``nn.Linear``'s own, GPT-2's ``Conv1D``'s (stored ``(in, out)``) transposed."""
+    return module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
+
+
 class PackedLinear(torch.nn.Module):
     """A frozen linear layer with packed low-bit weights; computes in bf16.
 
@@ -81,9 +86,7 @@ class PackedLinear(torch.nn.Module):
 
     @classmethod
     def of(cls, module: torch.nn.Module) -> PackedLinear:
-        """From an ``nn.Linear`` (weight ``(out, in)``) or GPT-2's ``Conv1D`` (weight ``(in, out)``)."""
-        weight = module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
-        return cls(weight.detach().float(), module.bias)
+        return cls(weight_out_in(module).detach().float(), module.bias)
 
     def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -135,8 +138,8 @@ class Int4Linear(PackedLinear):
     @staticmethod
     def fits(module: torch.nn.Module) -> bool:
         """The kernel's shape rules: inputs a multiple of the group, outputs of 16."""
-        weight = module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
-        return weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % 16 == 0
+        out_features, in_features = weight_out_in(module).shape
+        return in_features % INT4_GROUP == 0 and out_features % 16 == 0
 
     def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight_int4, INT4_GROUP, self.scales_and_offsets)
@@ -151,7 +154,7 @@ def _linear_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, t
 
 
 def prepare_for_decoding(model: torch.nn.Module, name: str) -> None:
-    """Put a frozen backbone into ``name`` (float32, bfloat16 or int8) for decoding, in place."""
+    """Put a frozen backbone into ``name`` (float32, bfloat16, int8 or int4) for decoding, in place."""
     if name not in DECODE_DTYPES:
         raise UserError(f"unknown --dtype {name!r}; choose one of: {', '.join(DECODE_DTYPES)}")
     model.to(backbone_dtype(name if name in DTYPES else "bfloat16"))  # int8/int4 compute in bf16: same warning

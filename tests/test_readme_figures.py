@@ -88,7 +88,16 @@ FIGURES = [
                    "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg",
                    "amx60/peft-webnlg", "rerank/amx60/webnlg", "dev-chosen/webnlg")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
-      for key in ("b1-greedy.kg2text_int8", "b32-beam5.kg2text", "b32-beam5.baseline")],
+      for key in ("b1-greedy.kg2text_int8", "b1-greedy.kg2text_int4", "b1-beam5.kg2text_int4", "b32-beam5.kg2text",
+                  "b32-beam5.baseline")],
+    *[("| decoding quality per `--dtype`", lambda dtype=dtype, path=path: _value(
+        f"results/speed/dtype-dev/{dtype}/scores.json", path), fmt)
+      for dtype, path, fmt in (("float32", "scores_challenge.all.bleu", "challenge BLEU fp32 {:.2f}"),
+                               ("bfloat16", "scores_challenge.all.bleu", "bf16 {:.2f}"),
+                               ("int8", "scores_challenge.all.bleu", "int8 {:.2f}"),
+                               ("int4", "scores_challenge.all.bleu", "int4 {:.2f}"),
+                               ("float32", "scores.all.bleu", "sacrebleu {:.2f} /"),
+                               ("int4", "entity_coverage", "/ {:.2f}% |"))],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_bf16"),
      "bf16 backbone {:.0f}"),
