@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -69,6 +70,54 @@ def backbone_dtype(name: str) -> torch.dtype:
 def weight_out_in(module: torch.nn.Module) -> torch.Tensor:
     """The weight as ``(out, in)``: an ``nn.Linear``'s own, GPT-2's ``Conv1D``'s (stored ``(in, out)``) transposed."""
     return module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
+
+
+def linear_shapes(config) -> list[tuple[int, int]]:
+    """(in, out) of a transformer layer's linear shapes: attention's square one and the MLP's two."""
+    hidden = config.hidden_size
+    inner = getattr(config, "intermediate_size", None) or 4 * hidden
+    return [(hidden, hidden), (hidden, inner), (inner, hidden)]
+
+
+def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, trials: int = 3) -> float:
+    """GFLOP/s of ``torch.mm`` of ``rows`` rows by each ``(in, out)`` weight shape (weighted by FLOPs).
+
+    A ceiling is the best the machine does: the best of ``trials``, so a moment of other load does not lower it."""
+    best = 0.0
+    for _ in range(trials):
+        flops, seconds = 0.0, 0.0
+        for k, n in shapes:
+            a, b = torch.randn(rows, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            repeats = max(3, min(1000, int(2e9 / (2 * rows * k * n))))
+            torch.mm(a, b)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                torch.mm(a, b)
+            seconds += time.perf_counter() - started
+            flops += 2 * rows * k * n * repeats
+        best = max(best, flops / seconds / 1e9)
+    return best
+
+
+def training_dtype(name: str, config, device: torch.device) -> torch.dtype:
+    """``backbone_dtype`` for training; a bf16 backbone on a CPU also warns where it is the slower there
+    (``warn_if_bf16_is_slower``)."""
+    dtype = backbone_dtype(name)
+    if dtype == torch.bfloat16 and device.type == "cpu" and native_bf16():
+        warn_if_bf16_is_slower(config)
+    return dtype
+
+
+def warn_if_bf16_is_slower(config, rows: int = 640) -> None:
+    """Say so where this CPU's bf16 GEMMs at the backbone's training shapes are slower than its fp32 ones.
+
+    A BF16 flag is not enough: an Intel Xeon whose AMX is not exposed (AVX512-BF16 only) measured a bf16 ceiling
+    of 163 GFLOP/s against fp32's 286 at training shapes (results/speed/speed.md), and trained at 0.76x fp32."""
+    shapes = linear_shapes(config)
+    bf16, fp32 = gemm_gflops(shapes, torch.bfloat16, rows, 1), gemm_gflops(shapes, torch.float32, rows, 1)
+    if bf16 < fp32:
+        print(f"kg2text: warning: on this CPU bf16 matrix multiplies are slower than fp32 ({bf16:.0f} vs {fp32:.0f} "
+              "GFLOP/s at training shapes): --dtype float32 will train faster", file=sys.stderr)
 
 
 class PackedLinear(torch.nn.Module):

@@ -25,7 +25,7 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import read_records
 from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, decode_batched, decode_prompts, load_for_generation
-from kg2text.hardware import cpu_info, native_bf16
+from kg2text.hardware import cpu_info, gemm_gflops, linear_shapes, native_bf16
 from kg2text.linearize import get_format, model_prompt
 from kg2text.metrics import corpus_bleu
 
@@ -37,30 +37,8 @@ Decoder = Callable[[list[str], DecodeConfig], list[str]]
 
 def gemm_ceiling(backbone: Backbone, dtype: torch.dtype, rows: tuple[int, ...] = (1, 32, 640),
                  trials: int = 3) -> dict[int, float]:
-    """GFLOP/s of ``torch.mm`` at the backbone's linear shapes (mean over them, weighted by FLOPs), per row count.
-
-    A ceiling is the best the machine does: the best of ``trials``, so a moment of other load does not lower it."""
-    config = backbone.model.config
-    hidden = config.hidden_size
-    inner = getattr(config, "intermediate_size", None) or 4 * hidden
-    shapes = [(hidden, hidden), (hidden, inner), (inner, hidden)]
-    result = {}
-    for m in rows:
-        best = 0.0
-        for _ in range(trials):
-            flops, seconds = 0.0, 0.0
-            for k, n in shapes:
-                a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-                repeats = max(3, min(1000, int(2e9 / (2 * m * k * n))))
-                torch.mm(a, b)
-                started = time.perf_counter()
-                for _ in range(repeats):
-                    torch.mm(a, b)
-                seconds += time.perf_counter() - started
-                flops += 2 * m * k * n * repeats
-            best = max(best, flops / seconds / 1e9)
-        result[m] = best
-    return result
+    """GFLOP/s of ``torch.mm`` at the backbone's linear shapes, per row count (``hardware.gemm_gflops``)."""
+    return {m: gemm_gflops(linear_shapes(backbone.model.config), dtype, m, trials) for m in rows}
 
 
 def _ceilings(backbone: Backbone, bf16: bool, earlier: dict | None = None) -> dict[str, dict[int, float]]:

@@ -33,7 +33,7 @@ from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpo
 from kg2text.control import category_rows, control_categories, training_rows
 from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
-from kg2text.hardware import backbone_dtype
+from kg2text.hardware import backbone_dtype, training_dtype
 from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM, compile_elementwise_blocks
@@ -211,7 +211,7 @@ def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = 
 
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
            resume: bool, from_previous: bool) -> Path | None:
-    backbone.model.to(accelerator.device, backbone_dtype(config.dtype))
+    backbone.model.to(accelerator.device, training_dtype(config.dtype, backbone.model.config, accelerator.device))
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
         lm.enable_gradient_checkpointing()

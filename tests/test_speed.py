@@ -137,3 +137,26 @@ def test_int4_backbone_keeps_the_lm_head_int8_and_decodes_close_to_fp32(trained_
     one, many = (decode_prompts(int4.lm, [PROMPT] * n, DecodeConfig(num_beams=1, max_new_tokens=6, batch_size=n))
                  for n in (1, 20))  # the int4 kernel, then the dequantized bf16 weights: the same greedy tokens
     assert one[0] and one[0] == many[0]
+
+
+@pytest.mark.parametrize("bf16_gflops, warned", [(100.0, True), (300.0, False)])
+def test_bf16_training_on_a_cpu_warns_where_bf16_gemms_are_the_slower(monkeypatch, capsys, bf16_gflops, warned):
+    from transformers import LlamaConfig
+
+    from kg2text import hardware
+
+    measured = []
+
+    def gflops(shapes, dtype, rows, trials=3):
+        measured.append((tuple(shapes), dtype, rows))
+        return bf16_gflops if dtype == torch.bfloat16 else 200.0
+
+    monkeypatch.setattr(hardware, "gemm_gflops", gflops)
+    monkeypatch.setattr(hardware, "native_bf16", lambda: True)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4)
+    assert hardware.training_dtype("bfloat16", config, torch.device("cpu")) == torch.bfloat16
+    assert {m[0] for m in measured} == {((64, 64), (64, 128), (128, 64))} and {m[2] for m in measured} == {640}
+    warning = "kg2text: warning: on this CPU bf16 matrix multiplies are slower than fp32 (100 vs 200 GFLOP/s"
+    assert (warning in capsys.readouterr().err) == warned
+    measured.clear()
+    assert hardware.training_dtype("float32", config, torch.device("cpu")) == torch.float32 and not measured
