@@ -1,7 +1,7 @@
 """Prompt-lookup greedy at batch 1 against plain greedy: forwards, tokens and identical outputs.
 
 The speed benchmark's batch-1 prompts (16 WebNLG test entries spread over the split, at most 60 new tokens) on a
-run's prefix, fp32 and int8, decoded with ``draft_tokens`` 0 (plain greedy) and 3 (the default). Writes
+run's prefix, fp32, int8 and int4, decoded with ``draft_tokens`` 0 (plain greedy) and 3 (the default). Writes
 results/speed/lookup.json.
 
     python scripts/lookup_probe.py [RUN]   (default RUN: results/main-job)
@@ -25,7 +25,7 @@ plain_forward = decoding._forward
 decoding._forward = lambda *args, **kwargs: forwards.append(1) or plain_forward(*args, **kwargs)  # counted
 
 report = {"run": str(RUN), "machine": cpu_info(), "command": "python " + " ".join(sys.argv)}
-for dtype in ("float32", "int8"):
+for dtype in ("float32", "int8", "int4"):
     loaded = load_for_generation(RUN, dtype=dtype)
     prompts, _ = _prompts(loaded.backbone, loaded.header, 16)
     outputs, counts = {}, {}

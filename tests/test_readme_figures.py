@@ -103,7 +103,8 @@ FIGURES = [
      "bf16 backbone {:.0f}"),
     *[("", lambda dtype=dtype: _value("results/speed/lookup.json", dtype), fmt) for dtype, fmt in (
         ("float32", "fp32 needs {0[forwards_lookup]} forwards instead of {0[forwards_plain]}"),
-        ("int8", "int8 {0[forwards_lookup]} instead of {0[forwards_plain]}"))],
+        ("int8", "int8 {0[forwards_lookup]} instead of {0[forwards_plain]}"),
+        ("int4", "int4 {0[forwards_lookup]} instead of {0[forwards_plain]}"))],
     *[(f"| {run} |", lambda run=run: _value(f"results/hogwarts/{run}/scores.json", "scores.all.bleu"), "{:.2f}")
       for run in ("scratch-10", "init-from-10", "scratch-30", "init-from-30")],
     ("# Harry Potter studied", lambda: _value("results/shipped/generate_time.json", "median_seconds"),
