@@ -33,7 +33,7 @@ from kg2text.hardware import training_dtype
 from kg2text.model import compile_elementwise_blocks
 from kg2text.prefix import PrefixConfig
 from kg2text.rundir import prepare_run_dir
-from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, log_entry, time_schedule
+from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, log_entry, resolve_dtype, time_schedule
 
 PROBE = " | Harry Potter : education : Hogwarts"
 
@@ -162,6 +162,7 @@ def train_peft_prefix(config: TrainConfig, backbone: Backbone | None = None) -> 
         raise UserError("the PEFT anchor trains plain prefix tuning: no --method, --dev-file, --init-text, "
                         "--init-from or --grad-accum")
     backbone = backbone or load_backbone(config.backbone)
+    config = resolve_dtype(config, backbone, backbone.model.device)
     backbone.model.to(training_dtype(config.dtype, backbone.model.config, backbone.model.device))  # as kg2text
     if config.compile:  # the same fused blocks as kg2text's --compile
         compile_elementwise_blocks(backbone.model)

@@ -111,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--max-grad-norm", type=float, default=1.0)
     train.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    train.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                       help="the frozen backbone's weights: bfloat16 trains faster on CPUs with AVX512-BF16 or AMX; "
-                       "the prefix itself and the loss stay float32 (default: float32)")
+    train.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                       help="the frozen backbone's weights: bfloat16 trains faster on most CPUs with AVX512-BF16 or "
+                       "AMX; auto times one bf16 and one fp32 matrix multiply here (about a second) and takes the "
+                       "faster, recorded in the run's config.json; the prefix itself and the loss stay float32 "
+                       "(default: float32)")
     train.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute activations in backward: less memory, about a third more time")
     train.add_argument("--compile", action="store_true",

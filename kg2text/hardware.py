@@ -100,24 +100,34 @@ def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, tr
 
 
 def training_dtype(name: str, config, device: torch.device) -> torch.dtype:
-    """``backbone_dtype`` for training; a bf16 backbone on a CPU also warns where it is the slower there
-    (``warn_if_bf16_is_slower``)."""
+    """``backbone_dtype`` for training; a bf16 backbone on a CPU also warns where it is the slower there: a BF16
+    flag is not enough (an Intel Xeon whose AMX was not exposed, AVX512-BF16 only, measured a bf16 GEMM ceiling of
+    163 GFLOP/s against fp32's 286 and trained at 0.76x fp32: results/speed/speed.md)."""
     dtype = backbone_dtype(name)
     if dtype == torch.bfloat16 and device.type == "cpu" and native_bf16():
-        warn_if_bf16_is_slower(config)
+        bf16, fp32 = cpu_gemm_gflops(config)
+        if bf16 < fp32:
+            print(f"kg2text: warning: on this CPU bf16 matrix multiplies are slower than fp32 ({bf16:.0f} vs "
+                  f"{fp32:.0f} GFLOP/s at training shapes): --dtype float32 will train faster", file=sys.stderr)
     return dtype
 
 
-def warn_if_bf16_is_slower(config, rows: int = 640) -> None:
-    """Say so where this CPU's bf16 GEMMs at the backbone's training shapes are slower than its fp32 ones.
+def faster_training_dtype(config, device: torch.device) -> tuple[str, str]:
+    """``--dtype auto``: the backbone dtype that trains faster here, and why: bf16 on a GPU that supports it; on a
+    CPU, bf16 where it has BF16 hardware and its bf16 GEMMs at the backbone's shapes beat its fp32 ones."""
+    if device.type != "cpu":
+        supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return ("bfloat16", "the GPU has bf16") if supported else ("float32", f"no bf16 on {device.type}")
+    if not native_bf16():
+        return "float32", "this CPU has no AVX512-BF16 or AMX"
+    bf16, fp32 = cpu_gemm_gflops(config)
+    return ("bfloat16" if bf16 > fp32 else "float32"), f"bf16 {bf16:.0f} vs fp32 {fp32:.0f} GFLOP/s at training shapes"
 
-    A BF16 flag is not enough: an Intel Xeon whose AMX is not exposed (AVX512-BF16 only) measured a bf16 ceiling
-    of 163 GFLOP/s against fp32's 286 at training shapes (results/speed/speed.md), and trained at 0.76x fp32."""
+
+def cpu_gemm_gflops(config, rows: int = 640) -> tuple[float, float]:
+    """bf16 and fp32 GEMM GFLOP/s at the backbone's linear shapes and a training batch's rows (about a second)."""
     shapes = linear_shapes(config)
-    bf16, fp32 = gemm_gflops(shapes, torch.bfloat16, rows, 1), gemm_gflops(shapes, torch.float32, rows, 1)
-    if bf16 < fp32:
-        print(f"kg2text: warning: on this CPU bf16 matrix multiplies are slower than fp32 ({bf16:.0f} vs {fp32:.0f} "
-              "GFLOP/s at training shapes): --dtype float32 will train faster", file=sys.stderr)
+    return gemm_gflops(shapes, torch.bfloat16, rows, 1), gemm_gflops(shapes, torch.float32, rows, 1)
 
 
 class PackedLinear(torch.nn.Module):

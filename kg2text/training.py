@@ -15,8 +15,9 @@ import json
 import math
 import os
 import resource
+import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import datasets
@@ -33,7 +34,7 @@ from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpo
 from kg2text.control import category_rows, control_categories, training_rows
 from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
-from kg2text.hardware import backbone_dtype, training_dtype
+from kg2text.hardware import backbone_dtype, faster_training_dtype, training_dtype
 from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM, compile_elementwise_blocks
@@ -73,7 +74,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"
-    dtype: str = "float32"  # the frozen backbone's weights: float32, or bfloat16 where the CPU has BF16
+    dtype: str = "float32"  # the frozen backbone's weights: float32, bfloat16, or auto (the faster one here)
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the backbone's MLPs and norms (model.compile_elementwise_blocks)
     save_dtype: str = "float32"
@@ -111,7 +112,8 @@ class TrainConfig:
             raise UserError(f"--lr {self.lr} is not a sensible learning rate; prefix and prompt tuning use about "
                             f"1e-5 to 1e-2 (kg2text refuses anything above {MAX_LR})")
         get_format(self.format_name)
-        backbone_dtype(self.dtype)
+        if self.dtype != "auto":
+            backbone_dtype(self.dtype)
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"--max-minutes {self.max_minutes} must be more than 0")
         if self.init_from and self.init_text:
@@ -209,8 +211,22 @@ def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = 
         return _train(config, backbone, accelerator, run_dir, resume, from_previous)
 
 
+def resolve_dtype(config: TrainConfig, backbone: Backbone, device: torch.device, processes: int = 1) -> TrainConfig:
+    """``--dtype auto`` made concrete (measured here, said on stderr, recorded in the run's config); other dtypes
+    as given."""
+    if config.dtype != "auto":
+        return config
+    if processes > 1:
+        raise UserError("--dtype auto measures this process's device; with several processes give --dtype float32 or "
+                        "bfloat16")
+    dtype, why = faster_training_dtype(backbone.model.config, device)
+    print(f"kg2text: --dtype auto: {dtype} ({why})", file=sys.stderr)
+    return replace(config, dtype=dtype)
+
+
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
            resume: bool, from_previous: bool) -> Path | None:
+    config = resolve_dtype(config, backbone, accelerator.device, accelerator.num_processes)
     backbone.model.to(accelerator.device, training_dtype(config.dtype, backbone.model.config, accelerator.device))
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:

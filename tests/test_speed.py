@@ -160,3 +160,36 @@ def test_bf16_training_on_a_cpu_warns_where_bf16_gemms_are_the_slower(monkeypatc
     assert (warning in capsys.readouterr().err) == warned
     measured.clear()
     assert hardware.training_dtype("float32", config, torch.device("cpu")) == torch.float32 and not measured
+    chosen, why = hardware.faster_training_dtype(config, torch.device("cpu"))  # --dtype auto takes the faster
+    assert chosen == ("float32" if warned else "bfloat16")
+    assert why == f"bf16 {bf16_gflops:.0f} vs fp32 200 GFLOP/s at training shapes"
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    measured.clear()
+    assert hardware.faster_training_dtype(config, torch.device("cpu")) == (
+        "float32", "this CPU has no AVX512-BF16 or AMX") and not measured
+
+
+@pytest.mark.parametrize("trainer", ["kg2text", "peft"])
+def test_dtype_auto_trains_in_the_measured_faster_dtype_and_records_it(monkeypatch, capsys, tmp_path, trainer):
+    from kg2text import hardware
+    from kg2text.backbones import load_backbone
+    from kg2text.training import TrainConfig, train
+
+    if trainer == "peft":
+        pytest.importorskip("peft")
+    monkeypatch.setattr(hardware, "native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "gemm_gflops", lambda shapes, dtype, rows, trials=3: 300.0 if dtype == torch.bfloat16
+                        else 200.0)
+    backbone = load_backbone("tiny-llama")
+    config = TrainConfig(output=str(tmp_path / "run"), backbone="tiny-llama", max_steps=2, batch_size=4,
+                         max_examples=8, prefix_length=4, mlp_hidden=32, dtype="auto", log_every=1)
+    if trainer == "peft":
+        from kg2text.anchors import train_peft_prefix
+
+        train_peft_prefix(config, backbone)
+    else:
+        train(config, backbone)
+    assert backbone.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dtype"] == "bfloat16"  # what resume reads
+    said = capsys.readouterr().err
+    assert "kg2text: --dtype auto: bfloat16 (bf16 300 vs fp32 200 GFLOP/s at training shapes)" in said
