@@ -29,11 +29,17 @@ from kg2text.batching import collate, epoch_batches, width_multiple
 from kg2text.errors import UserError
 from kg2text.export import prefix_from_peft_embeddings
 from kg2text.generate import hf_generate
-from kg2text.hardware import training_dtype
 from kg2text.model import compile_elementwise_blocks
 from kg2text.prefix import PrefixConfig
 from kg2text.rundir import prepare_run_dir
-from kg2text.training import SAVE_DTYPES, TrainConfig, load_training_set, log_entry, resolve_dtype, time_schedule
+from kg2text.training import (
+    SAVE_DTYPES,
+    TrainConfig,
+    backbone_in_training_dtype,
+    load_training_set,
+    log_entry,
+    time_schedule,
+)
 
 PROBE = " | Harry Potter : education : Hogwarts"
 
@@ -162,8 +168,7 @@ def train_peft_prefix(config: TrainConfig, backbone: Backbone | None = None) -> 
         raise UserError("the PEFT anchor trains plain prefix tuning: no --method, --dev-file, --init-text, "
                         "--init-from or --grad-accum")
     backbone = backbone or load_backbone(config.backbone)
-    config = resolve_dtype(config, backbone, backbone.model.device)
-    backbone.model.to(training_dtype(config.dtype, backbone.model.config, backbone.model.device))  # as kg2text
+    config = backbone_in_training_dtype(config, backbone, backbone.model.device)  # as kg2text trains
     if config.compile:  # the same fused blocks as kg2text's --compile
         compile_elementwise_blocks(backbone.model)
     run_dir = prepare_run_dir(Path(config.output), resume=False)

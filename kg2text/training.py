@@ -34,7 +34,7 @@ from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpo
 from kg2text.control import category_rows, control_categories, training_rows
 from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
-from kg2text.hardware import backbone_dtype, faster_training_dtype, training_dtype
+from kg2text.hardware import DTYPES, backbone_dtype, faster_training_dtype, training_dtype
 from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM, compile_elementwise_blocks
@@ -211,23 +211,25 @@ def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = 
         return _train(config, backbone, accelerator, run_dir, resume, from_previous)
 
 
-def resolve_dtype(config: TrainConfig, backbone: Backbone, device: torch.device, processes: int = 1) -> TrainConfig:
-    """``--dtype auto`` made concrete (measured here, said on stderr, recorded in the run's config); other dtypes
-    as given."""
+def backbone_in_training_dtype(config: TrainConfig, backbone: Backbone, device: torch.device,
+                               processes: int = 1) -> TrainConfig:
+    """Move the frozen backbone to ``device`` in the run's dtype; returns the config with ``--dtype auto`` made
+    concrete (measured once here, said on stderr, recorded in the run's config)."""
     if config.dtype != "auto":
+        backbone.model.to(device, training_dtype(config.dtype, backbone.model.config, device))
         return config
     if processes > 1:
         raise UserError("--dtype auto measures this process's device; with several processes give --dtype float32 or "
                         "bfloat16")
     dtype, why = faster_training_dtype(backbone.model.config, device)
     print(f"kg2text: --dtype auto: {dtype} ({why})", file=sys.stderr)
+    backbone.model.to(device, DTYPES[dtype])
     return replace(config, dtype=dtype)
 
 
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
            resume: bool, from_previous: bool) -> Path | None:
-    config = resolve_dtype(config, backbone, accelerator.device, accelerator.num_processes)
-    backbone.model.to(accelerator.device, training_dtype(config.dtype, backbone.model.config, accelerator.device))
+    config = backbone_in_training_dtype(config, backbone, accelerator.device, accelerator.num_processes)
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
         lm.enable_gradient_checkpointing()

@@ -33,20 +33,30 @@ def seconds_per_call(run, repeats: int = 200) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def seconds_per_format(weights: list[torch.Tensor], head_int8: bool, repeats: int) -> dict[str, float]:
+    """Seconds for one pass of one-row matmuls over ``weights`` in each format (``head_int8``: the last weight
+    int8 in the int4 pass, as ``--dtype int4`` keeps the LM head)."""
+    rows = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+    bf16_rows = {size: row.bfloat16() for size, row in rows.items()}
+    bf16_weights = [w.bfloat16() for w in weights]
+    int8_layers = [Int8Linear(w, None) for w in weights]
+    four = len(weights) - 1 if head_int8 else len(weights)
+    int4_layers = [Int4Linear(w, None) for w in weights[:four]] + int8_layers[four:]
+    return {"fp32": seconds_per_call(lambda: [torch.nn.functional.linear(rows[w.shape[1]], w) for w in weights],
+                                     repeats),
+            "bf16": seconds_per_call(lambda: [torch.nn.functional.linear(bf16_rows[w.shape[1]], w)
+                                              for w in bf16_weights], repeats),
+            "int8": seconds_per_call(lambda: [m.packed_mm(bf16_rows[m.dequantized.shape[1]]) for m in int8_layers],
+                                     repeats),
+            "int4": seconds_per_call(lambda: [m.packed_mm(bf16_rows[m.dequantized.shape[1]]) for m in int4_layers],
+                                     repeats)}
+
+
 def probe(out_features: int, in_features: int) -> str:
     layers = 1 if out_features > 10_000 else LAYERS  # one LM head
     weights = [torch.randn(out_features, in_features) for _ in range(layers)]
-    row = torch.randn(1, in_features)
-    bf16_weights, bf16_row = [w.bfloat16() for w in weights], row.bfloat16()
-    scales = [w.abs().amax(1) / 127 for w in weights]
-    int8_weights = [(w / s[:, None]).round().to(torch.int8).contiguous() for w, s in zip(weights, scales, strict=True)]
-    bf16_scales = [s.bfloat16() for s in scales]
-    fp32 = seconds_per_call(lambda: [torch.nn.functional.linear(row, w) for w in weights]) / layers
-    bf16 = seconds_per_call(lambda: [torch.nn.functional.linear(bf16_row, w) for w in bf16_weights]) / layers
-    int8 = seconds_per_call(lambda: [torch._weight_int8pack_mm(bf16_row, q, s)
-                                     for q, s in zip(int8_weights, bf16_scales, strict=True)]) / layers
-    int4_layers = [Int4Linear(w, None) for w in weights]
-    int4 = seconds_per_call(lambda: [layer.packed_mm(bf16_row) for layer in int4_layers]) / layers
+    per_layer = {name: seconds / layers for name, seconds in seconds_per_format(weights, False, 200).items()}
+    fp32, bf16, int8, int4 = per_layer.values()
     params = out_features * in_features
     return (f"| {out_features}x{in_features} | {fp32 * 1e6:.0f} us ({4 * params / fp32 / 1e9:.1f} GB/s) | "
             f"{bf16 * 1e6:.0f} us ({2 * params / bf16 / 1e9:.1f} GB/s) | {int8 * 1e6:.0f} us "
@@ -56,15 +66,7 @@ def probe(out_features: int, in_features: int) -> str:
 def whole_model() -> str:
     """One decoding step's matmuls over all of SmolLM2's weights, per format: milliseconds and weight bytes."""
     weights = [torch.randn(o, i) for _ in range(LAYERS) for o, i in LAYER_SHAPES] + [torch.randn(*SHAPES[-1])]
-    rows = {i: torch.randn(1, i) for i in (576, 1536)}
-    bf16_rows = {i: r.bfloat16() for i, r in rows.items()}
-    fp32 = seconds_per_call(lambda: [torch.nn.functional.linear(rows[w.shape[1]], w) for w in weights], 10)
-    bf16_weights = [w.bfloat16() for w in weights]
-    bf16 = seconds_per_call(lambda: [torch.nn.functional.linear(bf16_rows[w.shape[1]], w) for w in bf16_weights], 10)
-    int8_layers = [Int8Linear(w, None) for w in weights]
-    int8 = seconds_per_call(lambda: [m.packed_mm(bf16_rows[m.weight_int8.shape[1]]) for m in int8_layers], 10)
-    int4_layers = [Int4Linear(w, None) for w in weights[:-1]] + int8_layers[-1:]
-    int4 = seconds_per_call(lambda: [m.packed_mm(bf16_rows[m.dequantized.shape[1]]) for m in int4_layers], 10)
+    fp32, bf16, int8, int4 = seconds_per_format(weights, True, 10).values()
     params = sum(w.numel() for w in weights)
     int4_bytes = (params - weights[-1].numel()) / 2 + weights[-1].numel()
     return (f"| whole model, one step | {fp32 * 1e3:.1f} ms ({4 * params / fp32 / 1e9:.1f} GB/s) | {bf16 * 1e3:.1f} ms "
