@@ -12,6 +12,8 @@ cache each step, and every row keeps computing until the slowest row of the batc
   into it and reads from it, so the model's own ``forward`` runs unchanged.
 * Rows that are done leave the batch (greedy: at their end token; beam search: when the input has
   ``num_beams`` finished hypotheses), so a batch costs what its rows need, not what its longest needs.
+  Their places are filled from the end of the batch, and a beam that continues its source beam keeps that
+  beam's row, so a step copies the cache of few rows (the forks), not of all.
 * Beam search follows transformers' (``early_stopping=True``): the top ``2 * num_beams`` candidates by
   summed log-probability, finished ones scored with ``length ** length_penalty``, an input done when
   ``num_beams`` hypotheses are finished. The prompt is prefilled once per input, not once per beam.
@@ -28,6 +30,24 @@ from kg2text.prefix import PrefixShape, grouped_attention
 NEG = -1.0e9  # transformers' "impossible" score, kept so that ties break the same way
 
 
+class CacheMemory:
+    """One block of memory that the caches of successive batches reuse.
+
+    Why: a batch's cache is large (32 inputs x 5 beams of SmolLM2: over 1 GB in fp32), and fresh memory costs a
+    page fault at the first write of every page, which at batch 32 and beam 5 was a visible share of a step.
+    """
+
+    def __init__(self):
+        self.block: torch.Tensor | None = None
+
+    def take(self, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        block = self.block
+        if block is None or block.numel() < numel or block.dtype != dtype or block.device != device:
+            self.block = None  # let the old block go before the new one is allocated
+            self.block = block = torch.empty(numel, dtype=dtype, device=device)
+        return block[:numel]
+
+
 class KVCache:
     """Keys/values of every layer for up to ``capacity`` rows: ``P`` prefix slots, then the token slots.
 
@@ -36,10 +56,11 @@ class KVCache:
     """
 
     def __init__(self, shape: tuple[int, int, int, int, int], prefix_length: int, rows: int, dtype: torch.dtype,
-                 device: torch.device):
+                 device: torch.device, memory: CacheMemory | None = None):
         layers, capacity, kv_heads, slots, head_dim = shape
-        self.keys = torch.empty(shape, dtype=dtype, device=device)
-        self.values = torch.empty(shape, dtype=dtype, device=device)
+        size = layers * capacity * kv_heads * slots * head_dim
+        block = (memory or CacheMemory()).take(2 * size, dtype, device)
+        self.keys, self.values = block[:size].view(shape), block[size:].view(shape)
         self.valid = torch.zeros(capacity, slots, dtype=torch.bool, device=device)
         self.valid[:, :prefix_length] = True
         self.prefix_length, self.rows, self.used = prefix_length, rows, prefix_length
@@ -93,28 +114,47 @@ class KVCache:
         """New row ``i`` is old row ``source[i]``: drop finished rows, reorder or repeat beams.
 
         Slots before ``shared_until`` are the same in a row and its source (beams of one input share the
-        prompt), so only the slots after it are copied.
+        prompt), so only the slots after it are copied. Rows are copied one by one: a row's block is a plain
+        strided copy, where indexing the cache with a row tensor took several times longer (160 beams of SmolLM2).
         """
         rows, used = len(source), self.used
-        moved = (source != torch.arange(rows, device=source.device)).nonzero().squeeze(1)  # most beams stay put
+        moved = (source != torch.arange(rows, device=source.device)).nonzero().squeeze(1)  # most rows stay put
         self.rows = rows
         if len(moved) == 0:
             return
         first = max(shared_until, 0 if self.prefix_moves else self.prefix_length)
-        source = source[moved]
-        self.keys[:, moved, :, first:used] = self.keys[:, source, :, first:used]  # the right side is a copy:
-        self.values[:, moved, :, first:used] = self.values[:, source, :, first:used]  # rows may swap safely
-        self.valid[moved, first:used] = self.valid[source, first:used]
+        targets, sources = moved.tolist(), source[moved].tolist()
+        overwritten = set(targets)
+        staged = {row: (self.keys[:, row, :, first:used].clone(), self.values[:, row, :, first:used].clone())
+                  for row in set(sources) if row in overwritten}  # read before another row overwrites it
+        for target, row in zip(targets, sources, strict=True):
+            keys, values = staged.get(row) or (self.keys[:, row, :, first:used], self.values[:, row, :, first:used])
+            self.keys[:, target, :, first:used] = keys
+            self.values[:, target, :, first:used] = values
+        self.valid[moved, first:used] = self.valid[source[moved], first:used]
 
 
-def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new_tokens: int) -> KVCache:
+def compaction_order(keep: torch.Tensor) -> torch.Tensor:
+    """The rows to keep (``keep``: a bool per row), ordered so that few move: kept rows stay where they are
+    and the last kept rows fill the places of dropped ones (dropping row 0 of 32 moves one row, not 31)."""
+    kept = keep.nonzero().squeeze(1)
+    count = len(kept)
+    order = torch.arange(count, device=keep.device)
+    holes = (~keep[:count]).nonzero().squeeze(1)
+    order[holes] = kept[kept >= count]
+    return order
+
+
+def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new_tokens: int,
+               memory: CacheMemory | None) -> KVCache:
     """A cache for ``rows`` prompts growing to ``capacity`` rows (beams), holding the prefix in use."""
     model, prefix, tasks = lm.backbone.model, lm.injector.prefix, lm.injector.rows
     shape = PrefixShape.of(model)
     length = 0 if prefix is None else prefix.shape[-2]
     slots = length + prompt_width + max_new_tokens
     dtype = torch.float32 if model.device.type == "cpu" else model.dtype  # CPU: small bf16 matmuls are slower
-    cache = KVCache((shape.layers, capacity, shape.kv_heads, slots, shape.head_dim), length, rows, dtype, model.device)
+    cache = KVCache((shape.layers, capacity, shape.kv_heads, slots, shape.head_dim), length, rows, dtype, model.device,
+                    memory)
     if prefix is not None:
         cache.write_prefix(prefix.to(dtype), None if tasks is None else tasks.to(torch.long))
     return cache
@@ -150,15 +190,15 @@ def _step(lm: TunedLM, cache: KVCache, tokens: torch.Tensor, positions: torch.Te
 
 @torch.no_grad()
 def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos: int,
-           banned: torch.Tensor, draft_tokens: int = 0) -> list[list[int]]:
+           banned: torch.Tensor, draft_tokens: int = 0, memory: CacheMemory | None = None) -> list[list[int]]:
     """Greedy decoding; each row stops at its end token (kept out of the output) or after ``max_new_tokens``.
 
     One row with ``draft_tokens`` > 0 decodes by prompt lookup (``greedy_lookup``): the same tokens, fewer forwards.
     """
     rows = ids.shape[0]
     if rows == 1 and draft_tokens > 0:
-        return [greedy_lookup(lm, ids, mask, max_new_tokens, eos, banned, draft_tokens)]
-    cache = _new_cache(lm, rows, rows, _prompt_width(lm, ids), max_new_tokens)
+        return [greedy_lookup(lm, ids, mask, max_new_tokens, eos, banned, draft_tokens, memory)]
+    cache = _new_cache(lm, rows, rows, _prompt_width(lm, ids), max_new_tokens, memory)
     logits, positions = _prefill(lm, ids, mask, cache)
     outputs: list[list[int]] = [[] for _ in range(rows)]
     alive = torch.arange(rows, device=ids.device)
@@ -169,7 +209,7 @@ def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: i
         for row, token, done in zip(alive.tolist(), tokens.tolist(), finished.tolist(), strict=True):
             if not done:
                 outputs[row].append(token)
-        keep = (~finished).nonzero().squeeze(1)
+        keep = compaction_order(~finished)
         if len(keep) == 0 or step == max_new_tokens - 1:
             break
         if len(keep) < len(alive):
@@ -193,7 +233,7 @@ def lookup_draft(sequence: list[int], max_tokens: int, max_ngram: int = 3) -> li
 
 @torch.no_grad()
 def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos: int,
-                  banned: torch.Tensor, draft_tokens: int) -> list[int]:
+                  banned: torch.Tensor, draft_tokens: int, memory: CacheMemory | None = None) -> list[int]:
     """Greedy decoding of one row with drafts from its own prompt and output, verified in one forward.
 
     Each forward feeds the last token and up to ``draft_tokens`` drafted ones; the greedy token predicted at each
@@ -201,7 +241,7 @@ def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_to
     the rounding of a many-row matmul against a one-row one). One-row decoding is bound by reading the weights
     and by per-forward overhead, both the same for one token as for nine: every accepted draft is a forward saved.
     """
-    cache = _new_cache(lm, 1, 1, _prompt_width(lm, ids), max_new_tokens)
+    cache = _new_cache(lm, 1, 1, _prompt_width(lm, ids), max_new_tokens, memory)
     logits, positions = _prefill(lm, ids, mask, cache)
     prompt, position = ids[0][mask[0].bool()].tolist(), int(positions[0])
     logits[:, banned] = -float("inf")
@@ -224,12 +264,13 @@ def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_to
 
 @torch.no_grad()
 def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: int, max_new_tokens: int, eos: int,
-                banned: torch.Tensor, length_penalty: float = 1.0) -> list[list[list[int]]]:
+                banned: torch.Tensor, length_penalty: float = 1.0, memory: CacheMemory | None = None
+                ) -> list[list[list[int]]]:
     """Beam search with transformers' semantics (``early_stopping=True``): each input's ``num_beams`` finished
     hypotheses, best first (as ``generate``'s ``num_return_sequences=num_beams``)."""
     n, beams, keep_k = ids.shape[0], num_beams, 2 * num_beams
     device = ids.device
-    cache = _new_cache(lm, n * beams, n, _prompt_width(lm, ids), max_new_tokens)
+    cache = _new_cache(lm, n * beams, n, _prompt_width(lm, ids), max_new_tokens, memory)
     logits, positions = _prefill(lm, ids, mask, cache)
     prompt_end = cache.used  # token slots before this hold the prompt, the same for all beams of an input
     running_scores = torch.zeros(n, 1, device=device)  # one live beam per input until the first step
@@ -262,6 +303,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
         finished = torch.cat([finished, padded], 1).gather(1, order[:, :, None].expand(-1, -1, max_new_tokens))
         # running beams: the best num_beams candidates that did not finish
         next_order = (cand_scores + NEG * hits).topk(beams, dim=1)[1]
+        next_order = next_order.gather(1, stay_put_order(cand_beam.gather(1, next_order), beams))
         running_scores = (cand_scores + NEG * hits).gather(1, next_order)
         running = cand_seq.gather(1, next_order[:, :, None].expand(-1, -1, step + 1))
         source_beam = cand_beam.gather(1, next_order)
@@ -270,7 +312,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
             results[int(alive[index])] = [_until_eos(tokens, eos) for tokens in finished[index].tolist()]
         if bool(done.all()):
             break
-        keep = (~done).nonzero().squeeze(1)
+        keep = compaction_order(~done)
         source_rows = (keep[:, None] * live + source_beam[keep]).reshape(-1)
         same_inputs = step > 0 and len(keep) == len(alive)  # a pure reorder among each input's beams
         cache.select(source_rows, shared_until=prompt_end if same_inputs else 0)
@@ -280,6 +322,27 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
         logits = _step(lm, cache, running[:, :, -1].reshape(-1), positions)
         positions = positions + 1
     return results
+
+
+def stay_put_order(source_beam: torch.Tensor, beams: int) -> torch.Tensor:
+    """For each input, an order of its new beams in which a beam keeps its source beam's row where it can.
+
+    Beam search does not depend on the order of the running beams (ties aside); the cache does: a beam in its
+    source's row has nothing to copy, so only the forks move (``KVCache.select``)."""
+    orders = []
+    for sources in source_beam.tolist():
+        slot: list[int | None] = [None] * beams
+        forks = []
+        for beam, source in enumerate(sources):
+            if slot[source] is None:
+                slot[source] = beam
+            else:
+                forks.append(beam)
+        free = (row for row in range(beams) if slot[row] is None)
+        for row, beam in zip(free, forks, strict=True):
+            slot[row] = beam
+        orders.append(slot)
+    return torch.tensor(orders, dtype=torch.long, device=source_beam.device)
 
 
 def _until_eos(tokens: list[int], eos: int) -> list[int]:

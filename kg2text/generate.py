@@ -20,7 +20,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 from kg2text.artifact import check_compatible, control_categories_of, read_prefix
 from kg2text.backbones import Backbone, load_backbone
 from kg2text.control import category_rows
-from kg2text.decoding import beam_search, greedy
+from kg2text.decoding import CacheMemory, beam_search, greedy
 from kg2text.errors import UserError
 from kg2text.hardware import prepare_for_decoding
 from kg2text.inputs import UserInput
@@ -205,6 +205,7 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
     tokenizer = lm.backbone.tokenizer
     banned = torch.tensor(newline_token_ids(tokenizer), dtype=torch.long)
     own_loop = decode.engine == "kg2text" and not decode.no_repeat_ngram_size
+    memory = CacheMemory()  # the batches' caches reuse one block
 
     def generate_batch(batch: list[int], ids: torch.Tensor, mask: torch.Tensor, config: GenerationConfig):
         if tasks is not None:
@@ -213,9 +214,9 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
             lm.model_inputs(ids, mask)  # sets this object's prefix on the shared injector
             if decode.num_beams == 1:
                 return greedy(lm, ids, mask, decode.max_new_tokens, tokenizer.eos_token_id, banned,
-                              decode.draft_tokens)
+                              decode.draft_tokens, memory)
             hypotheses = beam_search(lm, ids, mask, decode.num_beams, decode.max_new_tokens, tokenizer.eos_token_id,
-                                     banned, decode.length_penalty)
+                                     banned, decode.length_penalty, memory)
             return [tokens for row in hypotheses for tokens in row[: decode.candidates]]
         inputs = lm.model_inputs(ids, mask)
         out = hf_generate(lm.backbone.model, config, **inputs)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kg2text.backbones import load_backbone
+from kg2text.decoding import CacheMemory, KVCache, compaction_order, stay_put_order
 from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.methods import build_tuner
 from kg2text.model import TunedLM
@@ -110,6 +111,50 @@ def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
     expected = torch.nn.functional.scaled_dot_product_attention(
         query, keys.repeat_interleave(3, 1), values.repeat_interleave(3, 1), attn_mask=mask, scale=0.3)
     assert torch.allclose(grouped_attention(query, keys, values, mask, 0.3), expected.transpose(1, 2), atol=1e-6)
+
+
+def test_compaction_order_fills_the_dropped_rows_with_the_last_kept_ones():
+    keep = torch.tensor([False, True, True, False, True, True])
+    assert compaction_order(keep).tolist() == [4, 1, 2, 5]
+    assert compaction_order(torch.tensor([True, True, False])).tolist() == [0, 1]  # nothing moves
+    assert compaction_order(torch.tensor([False, False])).tolist() == []
+
+
+def test_stay_put_order_keeps_each_beam_in_its_sources_row_and_puts_forks_in_the_free_rows():
+    # new beams 0..4 come from beams 0, 0, 1, 2, 0: beam 0 stays in row 0, beam 2 in row 1, beam 3 in row 2;
+    # the forks (beams 1 and 4) take the free rows 3 and 4
+    assert stay_put_order(torch.tensor([[0, 0, 1, 2, 0], [4, 3, 2, 1, 0]]), 5).tolist() == [[0, 2, 3, 1, 4],
+                                                                                              [4, 3, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("shared_until", [0, 4])
+def test_cache_select_moves_rows_as_indexing_would_with_swaps_and_repeats(shared_until):
+    """Rows are copied one by one; a row that is both read and overwritten (a swap) must still be read first."""
+    cache = KVCache((2, 6, 1, 8, 3), prefix_length=2, rows=5, dtype=torch.float32, device=torch.device("cpu"))
+    cache.keys.copy_(torch.randn(cache.keys.shape))
+    cache.values.copy_(torch.randn(cache.values.shape))
+    cache.valid[:5, 2:7] = torch.rand(5, 5) > 0.5
+    cache.used = 7
+    before = cache.keys.clone(), cache.values.clone(), cache.valid.clone()
+    source = torch.tensor([1, 0, 0, 3, 2, 4])  # rows 0 and 1 swap, row 0 repeats, rows 2..4 shift up
+    cache.select(source, shared_until=shared_until)
+    first = max(shared_until, 2)
+    for moved, original in zip((cache.keys, cache.values), before[:2], strict=True):
+        assert torch.equal(moved[:, :, :, first:7], original[:, source, :, first:7])
+        assert torch.equal(moved[:, :, :, :first], original[:, :, :, :first])  # shared slots are not copied
+    assert torch.equal(cache.valid[:6, first:7], before[2][source, first:7])
+    assert cache.rows == 6
+
+
+def test_cache_memory_reuses_its_block_for_caches_that_fit_and_grows_for_larger_ones():
+    memory = CacheMemory()
+    first = KVCache((2, 4, 1, 8, 3), 0, 4, torch.float32, torch.device("cpu"), memory)
+    smaller = KVCache((2, 2, 1, 8, 3), 0, 2, torch.float32, torch.device("cpu"), memory)
+    assert smaller.keys.data_ptr() == first.keys.data_ptr()
+    assert smaller.values.data_ptr() == first.keys.data_ptr() + smaller.keys.numel() * 4  # values follow keys
+    larger = KVCache((2, 8, 1, 8, 3), 0, 8, torch.float32, torch.device("cpu"), memory)
+    assert memory.block.numel() == 2 * larger.keys.numel()
+    assert larger.keys.shape == (2, 8, 1, 8, 3)
 
 
 def test_lookup_draft_continues_the_latest_match_of_the_longest_tail():
