@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from kg2text.model import TunedLM
 from kg2text.prefix import PrefixShape, grouped_attention
 
+PREFILL_CHUNK_ROWS = 8
 NEG = -1.0e9  # transformers' "impossible" score, kept so that ties break the same way
 
 
@@ -65,7 +66,8 @@ class KVCache:
         self.valid[:, :prefix_length] = True
         self.prefix_length, self.rows, self.used = prefix_length, rows, prefix_length
         self.prefix_moves = False
-        self.mask: torch.Tensor | None = None  # the mask of the forward in flight
+        self.mask: torch.Tensor | None = None  # the mask of the forward in flight,
+        self.span: tuple[slice, int] = (slice(0, rows), self.used)  # its rows and first slot
 
     def write_prefix(self, prefix: torch.Tensor, task_of_row: torch.Tensor | None) -> None:
         """``prefix``: ``(layers, 2, kv_heads, P, head_dim)`` for all rows, or a task stack ``(T, ...)`` with the
@@ -79,11 +81,14 @@ class KVCache:
         self.values[:, : self.rows, :, : self.prefix_length] = per_row[:, :, 1].transpose(0, 1)
         self.prefix_moves = True
 
-    def begin(self, attention_mask: torch.Tensor) -> None:
-        """Prepare a forward over new tokens whose padding mask is ``attention_mask`` ``(rows, n)``."""
-        n, start = attention_mask.shape[1], self.used
-        self.valid[: self.rows, start: start + n] = attention_mask.bool()
-        keys = self.valid[: self.rows, : start + n]
+    def begin(self, attention_mask: torch.Tensor, rows: slice | None = None, start: int | None = None) -> None:
+        """Prepare a forward over new tokens whose padding mask is ``attention_mask`` ``(rows, n)``: by default
+        for all rows in use, written after the last slot used."""
+        rows = slice(0, self.rows) if rows is None else rows
+        n, start = attention_mask.shape[1], self.used if start is None else start
+        self.span = rows, start
+        self.valid[rows, start: start + n] = attention_mask.bool()
+        keys = self.valid[rows, : start + n]
         if n == 1:
             self.mask = keys[:, None, None, :]
             return
@@ -96,16 +101,22 @@ class KVCache:
         self.used -= slots
 
     def end(self) -> None:
-        self.used += self.mask.shape[2]
+        self.used = self.span[1] + self.mask.shape[2]
         self.mask = None
+
+    def pad(self, rows: slice, start: int, end: int) -> None:
+        """Slots ``start:end`` of ``rows`` hold no token: zeros, never attended to (a masked slot still enters the
+        matmuls, with weight 0, so it must not hold NaN or inf)."""
+        self.keys[:, rows, :, start:end] = 0
+        self.values[:, rows, :, start:end] = 0
 
     def attend(self, module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs):
         """The attention of one layer: store the new keys/values, attend over everything stored so far."""
-        layer, start, n = module.layer_idx, self.used, key.shape[2]
-        self.keys[layer, : self.rows, :, start: start + n] = key
-        self.values[layer, : self.rows, :, start: start + n] = value
-        keys = self.keys[layer, : self.rows, :, : start + n]
-        values = self.values[layer, : self.rows, :, : start + n]
+        (rows, start), layer, n = self.span, module.layer_idx, key.shape[2]
+        self.keys[layer, rows, :, start: start + n] = key
+        self.values[layer, rows, :, start: start + n] = value
+        keys = self.keys[layer, rows, :, : start + n]
+        values = self.values[layer, rows, :, : start + n]
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
         return grouped_attention(query.to(keys.dtype), keys, values, self.mask, scaling).to(query.dtype), None
 
@@ -160,13 +171,13 @@ def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new
     return cache
 
 
-def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, every_position: bool = False
-             ) -> torch.Tensor:
-    """One forward through the cache; returns the next-token logits (fp32) of each row's last position (or of
-    every position fed)."""
+def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, every_position: bool = False,
+             rows: slice | None = None, start: int | None = None) -> torch.Tensor:
+    """One forward through the cache (``KVCache.begin``'s ``rows`` and ``start``); returns the next-token logits
+    (fp32) of each row's last position (or of every position fed)."""
     body, head = lm.backbone.model.base_model, lm.backbone.model.get_output_embeddings()
     lm.injector.cache = cache
-    cache.begin(mask)
+    cache.begin(mask, rows, start)
     try:
         hidden = body(**inputs, use_cache=False).last_hidden_state
     finally:
@@ -176,11 +187,35 @@ def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, ever
 
 
 def _prefill(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the prompts; returns their next-token logits and each row's next position."""
-    inputs = lm.model_inputs(ids, mask)
-    full_mask = inputs.pop("attention_mask")
-    logits = _forward(lm, cache, inputs, full_mask)
-    return logits, inputs["position_ids"][:, -1] + 1
+    """Run the (left-padded) prompts; returns their next-token logits and each row's next position.
+
+    Rows run in chunks where that saves padding (``prefill_chunks``), each chunk padded to its own longest
+    prompt and written into the cache right-aligned with the others, so the steps see one batch."""
+    first, logits, positions = cache.used, [], []
+    for rows, width in prefill_chunks(mask, PREFILL_CHUNK_ROWS):
+        inputs = lm.model_inputs(ids[rows, -width:], mask[rows, -width:])
+        chunk_mask = inputs.pop("attention_mask")
+        start = first + ids.shape[1] - width
+        cache.pad(rows, first, start)
+        logits.append(_forward(lm, cache, inputs, chunk_mask, rows=rows, start=start))
+        positions.append(inputs["position_ids"][:, -1] + 1)
+    return torch.cat(logits), torch.cat(positions)
+
+
+def prefill_chunks(mask: torch.Tensor, chunk_rows: int) -> list[tuple[slice, int]]:
+    """Row ranges of ``chunk_rows`` and the width each needs (its longest prompt), or one range of all rows at
+    full width where chunks would save under a tenth of the tokens.
+
+    Why: at batch 32 a batch's prompt tokens are more work than its sentences, and in a small set
+    ``decode_batched``'s batch of the longest prompts spans from tens of tokens to a hundred, so padding every row
+    to the longest can nearly double the prefill's work.
+    """
+    rows, width = mask.shape
+    lengths = mask.sum(1).tolist()
+    chunks = [(slice(r, min(r + chunk_rows, rows)), max(lengths[r: r + chunk_rows]))
+              for r in range(0, rows, chunk_rows)]
+    chunked = sum((c.stop - c.start) * w for c, w in chunks)
+    return chunks if chunked < 0.9 * rows * width else [(slice(0, rows), width)]
 
 
 def _step(lm: TunedLM, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+import kg2text.decoding
 from kg2text.backbones import load_backbone
-from kg2text.decoding import CacheMemory, KVCache, compaction_order, stay_put_order
+from kg2text.decoding import CacheMemory, KVCache, compaction_order, prefill_chunks, stay_put_order
 from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.methods import build_tuner
 from kg2text.model import TunedLM
@@ -111,6 +112,30 @@ def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
     expected = torch.nn.functional.scaled_dot_product_attention(
         query, keys.repeat_interleave(3, 1), values.repeat_interleave(3, 1), attn_mask=mask, scale=0.3)
     assert torch.allclose(grouped_attention(query, keys, values, mask, 0.3), expected.transpose(1, 2), atol=1e-6)
+
+
+def test_prefill_chunks_pad_each_chunk_to_its_own_longest_prompt_where_that_saves_tokens():
+    left_padded = torch.tensor([[0] * (9 - n) + [1] * n for n in (2, 3, 9, 9)])
+    assert prefill_chunks(left_padded, 2) == [(slice(0, 2), 3), (slice(2, 4), 9)]
+    assert prefill_chunks(left_padded, 4) == [(slice(0, 4), 9)]
+    nearly_even = torch.tensor([[0] * (9 - n) + [1] * n for n in (8, 9, 9, 9)])  # chunks would save 1 token in 36
+    assert prefill_chunks(nearly_even, 2) == [(slice(0, 4), 9)]
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_chunked_prefill_decodes_exactly_as_one_padded_prefill(backbone, method, monkeypatch):
+    lm = tuned(backbone, method)
+    chunkings = []
+    monkeypatch.setattr(kg2text.decoding, "prefill_chunks", lambda mask, rows: chunkings.append(
+        prefill_chunks(mask, rows)) or chunkings[-1])
+    for beams in (1, 3):
+        decode = DecodeConfig(num_beams=beams, max_new_tokens=10, batch_size=5, draft_tokens=0)
+        whole = decode_prompts(lm, PROMPTS, decode)
+        monkeypatch.setattr(kg2text.decoding, "PREFILL_CHUNK_ROWS", 2)
+        chunked = decode_prompts(lm, PROMPTS, decode)
+        monkeypatch.setattr(kg2text.decoding, "PREFILL_CHUNK_ROWS", 8)
+        assert chunked == whole
+    assert [len(c) for c in chunkings] == [1, 3, 1, 3]  # the chunked runs really ran in 3 chunks
 
 
 def test_compaction_order_fills_the_dropped_rows_with_the_last_kept_ones():
