@@ -66,8 +66,8 @@ class KVCache:
         self.valid[:, :prefix_length] = True
         self.prefix_length, self.rows, self.used = prefix_length, rows, prefix_length
         self.prefix_moves = False
-        self.mask: torch.Tensor | None = None  # the mask of the forward in flight,
-        self.span: tuple[slice, int] = (slice(0, rows), self.used)  # its rows and first slot
+        self.mask: torch.Tensor | None = None  # the mask of the forward in flight
+        self.span: tuple[slice, int] = (slice(0, rows), self.used)  # the rows and first slot it writes
 
     def write_prefix(self, prefix: torch.Tensor, task_of_row: torch.Tensor | None) -> None:
         """``prefix``: ``(layers, 2, kv_heads, P, head_dim)`` for all rows, or a task stack ``(T, ...)`` with the
