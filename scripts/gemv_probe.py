@@ -6,7 +6,9 @@ bf16 ``linear``, the int8 kernel ``--dtype int8`` uses (``torch._weight_int8pack
 per output channel) and the int4 kernel of ``--dtype int4`` (``Int4Linear.packed_mm``: 4-bit weights, a scale and
 offset per group of 32). 30 layers of one shape can fit a large L3 (an Intel Xeon here had 260 MB), so the last
 row times one step's matmuls in decoding order over the whole model (210 layers and the LM head; int4's head
-int8, as ``--dtype int4`` keeps it), whose weights do not. 2 threads.
+int8, as ``--dtype int4`` keeps it), whose weights do not. A last table times that step at several row counts
+(a batch of rows, or beams): where the packed kernels stop beating a plain fp32 or bf16 matmul of the same
+weights, which is what ``PACKED_KERNEL_MAX_ROWS`` (``kg2text/hardware.py``) decides. 2 threads.
 
     python scripts/gemv_probe.py
 """
@@ -21,6 +23,7 @@ from kg2text.hardware import Int4Linear, Int8Linear, cpu_info
 
 SHAPES = ((576, 576), (1536, 576), (576, 1536), (49152, 576))  # q/o, gate/up, down, the LM head (out, in)
 LAYERS = 30
+ROW_COUNTS = (1, 4, 8, 12, 16, 24, 32)
 LAYER_SHAPES = ((576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536))  # q k v o g u d
 
 
@@ -33,10 +36,12 @@ def seconds_per_call(run, repeats: int = 200) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def seconds_per_format(weights: list[torch.Tensor], head_int8: bool, repeats: int) -> dict[str, float]:
-    """Seconds for one pass of one-row matmuls over ``weights`` in each format (``head_int8``: the last weight
-    int8 in the int4 pass, as ``--dtype int4`` keeps the LM head)."""
-    rows = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+def seconds_per_format(weights: list[torch.Tensor], head_int8: bool, repeats: int, batch: int = 1
+                       ) -> dict[str, float]:
+    """Seconds for one pass of ``batch``-row matmuls over ``weights`` in each format (``head_int8``: the last
+    weight int8 in the int4 pass, as ``--dtype int4`` keeps the LM head); the packed formats always through their
+    packed kernel."""
+    rows = {w.shape[1]: torch.randn(batch, w.shape[1]) for w in weights}
     bf16_rows = {size: row.bfloat16() for size, row in rows.items()}
     bf16_weights = [w.bfloat16() for w in weights]
     int8_layers = [Int8Linear(w, None) for w in weights]
@@ -63,9 +68,12 @@ def probe(out_features: int, in_features: int) -> str:
             f"({params / int8 / 1e9:.1f} GB/s) | {int4 * 1e6:.0f} us ({params / 2 / int4 / 1e9:.1f} GB/s) |")
 
 
-def whole_model() -> str:
+def model_weights() -> list[torch.Tensor]:
+    return [torch.randn(o, i) for _ in range(LAYERS) for o, i in LAYER_SHAPES] + [torch.randn(*SHAPES[-1])]
+
+
+def whole_model(weights: list[torch.Tensor]) -> str:
     """One decoding step's matmuls over all of SmolLM2's weights, per format: milliseconds and weight bytes."""
-    weights = [torch.randn(o, i) for _ in range(LAYERS) for o, i in LAYER_SHAPES] + [torch.randn(*SHAPES[-1])]
     fp32, bf16, int8, int4 = seconds_per_format(weights, True, 10).values()
     params = sum(w.numel() for w in weights)
     int4_bytes = (params - weights[-1].numel()) / 2 + weights[-1].numel()
@@ -81,7 +89,13 @@ def main() -> None:
     print("| weight (out x in) | fp32 | bf16 | int8 | int4 |\n|---|---:|---:|---:|---:|")
     for shape in SHAPES:
         print(probe(*shape))
-    print(whole_model())
+    weights = model_weights()
+    print(whole_model(weights))
+    print("\nOne step over the whole model with several rows (milliseconds; int8/int4: their packed kernels):\n")
+    print("| rows | fp32 | bf16 | int8 | int4 |\n|---:|---:|---:|---:|---:|")
+    for batch in ROW_COUNTS:
+        times = seconds_per_format(weights, True, 5, batch).values()
+        print(f"| {batch} | " + " | ".join(f"{seconds * 1e3:.1f}" for seconds in times) + " |")
 
 
 if __name__ == "__main__":
