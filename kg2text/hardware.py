@@ -8,7 +8,8 @@ switched on by itself, each with its BLEU change measured beside its speed (``kg
 * ``bfloat16``: the backbone's weights and activations in bf16 (decoding and training);
 * ``int8`` (decoding only): weight-only int8 for every linear layer and the LM head (one scale per output
   channel), activations in bf16. One-row decoding reads a quarter of fp32's bytes, through torch's int8
-  weight-packed matmul (from ``PACKED_KERNEL_MAX_ROWS`` rows on, a bf16 GEMM: see ``PackedLinear``).
+  weight-packed matmul (from ``PACKED_KERNEL_MAX_ROWS`` rows on, a GEMM of the dequantized weights in bf16 or
+  fp32, whichever this CPU multiplies faster: see ``PackedLinear``).
   Activations are never quantized, so outliers in them cost nothing (torch's dynamic activation
   quantization, kg2text's first int8, lost about 9 BLEU on SmolLM2's ``down_proj``).
 * ``int4`` (decoding only): weight-only 4-bit for every linear layer (a bf16 scale and offset per group of 32
@@ -131,31 +132,34 @@ def cpu_gemm_gflops(config, rows: int = 640) -> tuple[float, float]:
 
 
 class PackedLinear(torch.nn.Module):
-    """A frozen linear layer with packed low-bit weights; computes in bf16.
+    """A frozen linear layer with packed low-bit weights; takes and returns bf16.
 
     Below ``PACKED_KERNEL_MAX_ROWS`` rows it calls the packed kernel (``packed_mm``); from there on, where that
-    kernel is slower than a bf16 GEMM (int8, measured on a Zen 4: 105 vs 199 GFLOP/s at 32 rows), it multiplies
-    by the dequantized weight, kept in bf16 (the same values, so the same numbers; dequantizing per call cost
-    the LM head 10-20 ms a step)."""
+    kernel is slower than a GEMM (int8, measured on a Zen 4: 105 vs 199 GFLOP/s at 32 rows), it multiplies by
+    the dequantized weight, kept in ``many_rows_dtype`` (the same values; dequantizing per call cost the LM head
+    10-20 ms a step): bf16 where the CPU multiplies bf16 faster, fp32 where not (``decoding_gemm_dtype``: an
+    Intel Xeon with AVX512-BF16 but no AMX took 85-102 ms for one 32-row step of SmolLM2 through the packed
+    kernels or bf16, 67 ms in fp32: results/speed/gemv_probe.md)."""
 
-    def __init__(self, dequantized: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, dequantized: torch.Tensor, bias: torch.Tensor | None,
+                 many_rows_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
-        self.register_buffer("dequantized", dequantized.to(torch.bfloat16))  # (out, in), for many rows
+        self.register_buffer("dequantized", dequantized.to(many_rows_dtype))  # (out, in), for many rows
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
 
     @classmethod
-    def of(cls, module: torch.nn.Module) -> PackedLinear:
-        return cls(weight_out_in(module).detach().float(), module.bias)
+    def of(cls, module: torch.nn.Module, many_rows_dtype: torch.dtype = torch.bfloat16) -> PackedLinear:
+        return cls(weight_out_in(module).detach().float(), module.bias, many_rows_dtype)
 
     def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        rows = x.reshape(-1, x.shape[-1])
         if rows.shape[0] < PACKED_KERNEL_MAX_ROWS:
-            out = self.packed_mm(rows.contiguous())
+            out = self.packed_mm(rows.to(torch.bfloat16).contiguous())
         else:
-            out = torch.nn.functional.linear(rows, self.dequantized)
+            out = torch.nn.functional.linear(rows.to(self.dequantized.dtype), self.dequantized).to(torch.bfloat16)
         if self.bias is not None:
             out += self.bias
         return out.view(*x.shape[:-1], out.shape[-1])
@@ -164,11 +168,11 @@ class PackedLinear(torch.nn.Module):
 class Int8Linear(PackedLinear):
     """int8 weights with a bf16 scale per output channel."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16):
         scale = weight.abs().amax(1).clamp(min=1e-12) / 127
         quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
         scale = scale.to(torch.bfloat16)
-        super().__init__(quantized.to(torch.bfloat16) * scale[:, None], bias)
+        super().__init__(quantized.to(torch.bfloat16) * scale[:, None], bias, many_rows_dtype)
         self.register_buffer("weight_int8", quantized.contiguous())  # the int8 kernel wants it contiguous
         self.register_buffer("scale", scale)
 
@@ -180,14 +184,15 @@ class Int4Linear(PackedLinear):
     """4-bit weights, a bf16 scale and offset per group of ``INT4_GROUP`` inputs (``w = scale * q + low``, q in
     0..15: GGUF's Q4_1 grid)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16):
         out_features, in_features = weight.shape
         groups = weight.view(out_features, in_features // INT4_GROUP, INT4_GROUP)
         low, high = groups.amin(-1), groups.amax(-1)
         scale = ((high - low) / 15).clamp(min=1e-12)
         codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15)
         scale, low = scale.to(torch.bfloat16).float(), low.to(torch.bfloat16).float()  # what the kernel gets
-        super().__init__((codes * scale[..., None] + low[..., None]).view(out_features, in_features), bias)
+        super().__init__((codes * scale[..., None] + low[..., None]).view(out_features, in_features), bias,
+                         many_rows_dtype)
         codes = codes.view(out_features, in_features).to(torch.int32)
         self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
         offset = low + 8 * scale  # the kernel computes (q - 8) * scale + offset
@@ -219,7 +224,18 @@ def prepare_for_decoding(model: torch.nn.Module, name: str) -> None:
     model.to(backbone_dtype(name if name in DTYPES else "bfloat16"))  # int8/int4 compute in bf16: same warning
     if name in DTYPES:
         return
-    head = model.get_output_embeddings()
+    head, many_rows = model.get_output_embeddings(), decoding_gemm_dtype(model.config, model.device)
     for parent, attribute, layer in _linear_layers(model):
         four_bits = name == "int4" and layer is not head and Int4Linear.fits(layer)  # the head: GGUF keeps it 8-bit
-        setattr(parent, attribute, (Int4Linear if four_bits else Int8Linear).of(layer))
+        setattr(parent, attribute, (Int4Linear if four_bits else Int8Linear).of(layer, many_rows))
+
+
+def decoding_gemm_dtype(config, device: torch.device) -> torch.dtype:
+    """The dtype of the packed formats' many-row matmuls: bf16 on a GPU and where a CPU's bf16 GEMM at a decoding
+    batch's rows (32) beats its fp32 one, measured (a few tenths of a second); fp32 on a CPU without BF16."""
+    if device.type != "cpu":
+        return torch.bfloat16
+    if not native_bf16():
+        return torch.float32
+    bf16, fp32 = cpu_gemm_gflops(config, rows=32)
+    return torch.bfloat16 if bf16 > fp32 else torch.float32

@@ -2,7 +2,7 @@
 # What each decoding --dtype costs in quality: the shipped WebNLG prefix on the same evenly spaced WebNLG dev entries
 # (LIMIT, default 300), beam 5, batch 32, once per backbone format (float32, the reference; bfloat16; int8; int4),
 # into results/speed/dtype-dev/DTYPE/; then a table of their BLEU. At batch 32 the packed formats multiply by their
-# dequantized bf16 weights: the same grid as their batch-1 kernels. Resumable: a scored format is skipped. About
+# dequantized weights (in bf16 or fp32, whichever this CPU multiplies faster): the same grid as their batch-1 kernels. Resumable: a scored format is skipped. About
 # 3-5 minutes a format on 2 cores.
 #   bash scripts/dtype_quality.sh
 set -euo pipefail

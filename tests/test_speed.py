@@ -135,7 +135,7 @@ def test_int4_backbone_keeps_the_lm_head_int8_and_decodes_close_to_fp32(trained_
     # the tiny model's random weights are on no 4-bit grid: about 12% here (1% on a Q4_1 grid: test above)
     assert (_next_token_logits(int4) - reference).abs().max() < 0.2 * reference.abs().max()
     one, many = (decode_prompts(int4.lm, [PROMPT] * n, DecodeConfig(num_beams=1, max_new_tokens=6, batch_size=n))
-                 for n in (1, 20))  # the int4 kernel, then the dequantized bf16 weights: the same greedy tokens
+                 for n in (1, 20))  # the int4 kernel, then the dequantized weights: the same greedy tokens
     assert one[0] and one[0] == many[0]
 
 
@@ -193,3 +193,37 @@ def test_dtype_auto_trains_in_the_measured_faster_dtype_and_records_it(monkeypat
     assert json.loads((tmp_path / "run" / "config.json").read_text())["dtype"] == "bfloat16"  # what resume reads
     said = capsys.readouterr().err
     assert "kg2text: --dtype auto: bfloat16 (bf16 300 vs fp32 200 GFLOP/s at training shapes)" in said
+
+
+@pytest.mark.parametrize("bf16_gflops, expected", [(100.0, torch.float32), (300.0, torch.bfloat16)])
+def test_packed_formats_multiply_many_rows_in_the_dtype_this_cpu_multiplies_faster(monkeypatch, trained_run,
+                                                                                   bf16_gflops, expected):
+    """From PACKED_KERNEL_MAX_ROWS rows on, int8/int4 layers multiply by their dequantized weights: in fp32 where the
+    CPU's bf16 GEMM at 32 rows is the slower (measured), in bf16 where it is the faster; the same greedy tokens as
+    the packed kernel either way."""
+    from kg2text import hardware
+
+    measured = []
+
+    def gflops(shapes, dtype, rows, trials=3):
+        measured.append((dtype, rows))
+        return bf16_gflops if dtype == torch.bfloat16 else 200.0
+
+    monkeypatch.setattr(hardware, "gemm_gflops", gflops)
+    monkeypatch.setattr(hardware, "native_bf16", lambda: True)
+    int4 = load_for_generation(trained_run, dtype="int4")
+    assert sorted(measured, key=str) == sorted([(torch.bfloat16, 32), (torch.float32, 32)], key=str)
+    packed = [m for m in int4.backbone.model.modules() if isinstance(m, hardware.PackedLinear)]
+    assert packed and {m.dequantized.dtype for m in packed} == {expected}
+    layer, x = packed[0], torch.randn(40, packed[0].dequantized.shape[1])
+    out = layer(x)
+    assert out.dtype == torch.bfloat16  # the rest of the model runs in bf16 either way
+    reference = torch.nn.functional.linear(x.to(expected), layer.dequantized).to(torch.bfloat16)
+    assert torch.equal(out, reference)
+    one, many = (decode_prompts(int4.lm, [PROMPT] * n, DecodeConfig(num_beams=1, max_new_tokens=6, batch_size=n))
+                 for n in (1, 20))
+    assert one[0] and one[0] == many[0]
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)  # bf16 emulated: fp32 without measuring
+    measured.clear()
+    assert hardware.decoding_gemm_dtype(int4.backbone.model.config, torch.device("cpu")) == torch.float32
+    assert not measured
