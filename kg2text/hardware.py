@@ -103,7 +103,7 @@ def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, tr
 def training_dtype(name: str, config, device: torch.device) -> torch.dtype:
     """``backbone_dtype`` for training; a bf16 backbone on a CPU also warns where it is the slower there: a BF16
     flag is not enough (an Intel Xeon whose AMX was not exposed, AVX512-BF16 only, measured a bf16 GEMM ceiling of
-    164 GFLOP/s against fp32's 307 and trained at 0.69x fp32: results/speed/speed.md)."""
+    161-164 GFLOP/s against fp32's 304-307 and trained at 0.69-0.92x fp32 in two runs: the README's speed rows)."""
     dtype = backbone_dtype(name)
     if dtype == torch.bfloat16 and device.type == "cpu" and native_bf16():
         bf16, fp32 = cpu_gemm_gflops(config)
