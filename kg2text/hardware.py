@@ -113,20 +113,22 @@ def training_dtype(name: str, config, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def faster_training_dtype(config, device: torch.device) -> tuple[str, str]:
+def faster_training_dtype(config, device: torch.device, rows: int = 640) -> tuple[str, str]:
     """``--dtype auto``: the backbone dtype that trains faster here, and why: bf16 on a GPU that supports it; on a
-    CPU, bf16 where it has BF16 hardware and its bf16 GEMMs at the backbone's shapes beat its fp32 ones."""
+    CPU, bf16 where it has BF16 hardware and its bf16 GEMMs at the backbone's shapes and ``rows`` rows (a training
+    batch's) beat its fp32 ones."""
     if device.type != "cpu":
         supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return ("bfloat16", "the GPU has bf16") if supported else ("float32", f"no bf16 on {device.type}")
     if not native_bf16():
         return "float32", "this CPU has no AVX512-BF16 or AMX"
-    bf16, fp32 = cpu_gemm_gflops(config)
+    bf16, fp32 = cpu_gemm_gflops(config, rows)
     return ("bfloat16" if bf16 > fp32 else "float32"), f"bf16 {bf16:.0f} vs fp32 {fp32:.0f} GFLOP/s at training shapes"
 
 
 def cpu_gemm_gflops(config, rows: int = 640) -> tuple[float, float]:
-    """bf16 and fp32 GEMM GFLOP/s at the backbone's linear shapes and a training batch's rows (about a second)."""
+    """bf16 and fp32 GEMM GFLOP/s at the backbone's linear shapes and ``rows`` rows (a training batch's by default:
+    about a second)."""
     shapes = linear_shapes(config)
     return gemm_gflops(shapes, torch.bfloat16, rows, 1), gemm_gflops(shapes, torch.float32, rows, 1)
 
@@ -231,11 +233,6 @@ def prepare_for_decoding(model: torch.nn.Module, name: str) -> None:
 
 
 def decoding_gemm_dtype(config, device: torch.device) -> torch.dtype:
-    """The dtype of the packed formats' many-row matmuls: bf16 on a GPU and where a CPU's bf16 GEMM at a decoding
-    batch's rows (32) beats its fp32 one, measured (a few tenths of a second); fp32 on a CPU without BF16."""
-    if device.type != "cpu":
-        return torch.bfloat16
-    if not native_bf16():
-        return torch.float32
-    bf16, fp32 = cpu_gemm_gflops(config, rows=32)
-    return torch.bfloat16 if bf16 > fp32 else torch.float32
+    """The dtype of the packed formats' many-row matmuls: the faster one here, chosen as ``--dtype auto`` chooses
+    for training but at a decoding batch's 32 rows (a few tenths of a second)."""
+    return DTYPES[faster_training_dtype(config, device, rows=32)[0]]
