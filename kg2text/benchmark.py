@@ -143,6 +143,7 @@ def run_method(method: str, preset: Preset, out: Path) -> dict:
     """Train (if the method trains), evaluate and time one method; runs inside its own process."""
     torch.manual_seed(preset.seed)
     backbone = load_backbone(preset.backbone)
+    parameters = sum(p.numel() for p in backbone.model.parameters())  # before decoding replaces linear layers
     out.mkdir(parents=True, exist_ok=True)
     stats: dict = {"trainable_params": 0, "artifact_bytes": 0, "train_tokens": 0, "train_seconds": 0.0,
                    "loss_curve": []}
@@ -176,7 +177,7 @@ def run_method(method: str, preset: Preset, out: Path) -> dict:
               "hypotheses": hypotheses,
               "speed": generation_speed(decode, prompts, preset),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "virtual_tokens": virtual, "backbone_params": sum(p.numel() for p in backbone.model.parameters())}
+              "virtual_tokens": virtual, "backbone_params": parameters}
     if result["train_seconds"]:
         result["train_tokens_per_s"] = result["train_tokens"] / result["train_seconds"]
         # frozen weights need no weight gradients: about 2 (forward) + 2 (input gradients) FLOPs per weight and token

@@ -21,6 +21,7 @@ switched on by itself, each with its BLEU change measured beside its speed (``kg
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -80,8 +81,10 @@ def linear_shapes(config) -> list[tuple[int, int]]:
     return [(hidden, hidden), (hidden, inner), (inner, hidden)]
 
 
-def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, trials: int = 3) -> float:
-    """GFLOP/s of ``torch.mm`` of ``rows`` rows by each ``(in, out)`` weight shape (weighted by FLOPs).
+def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, trials: int = 3,
+                onednn: bool = False, flops_per_shape: float = 2e9) -> float:
+    """GFLOP/s of ``torch.mm`` of ``rows`` rows by each ``(in, out)`` weight shape (weighted by FLOPs), about
+    ``flops_per_shape`` each; with ``onednn``, of ``OneDnnLinear``'s matmul instead (fp32 only).
 
     A ceiling is the best the machine does: the best of ``trials``, so a moment of other load does not lower it."""
     best = 0.0
@@ -89,11 +92,12 @@ def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, tr
         flops, seconds = 0.0, 0.0
         for k, n in shapes:
             a, b = torch.randn(rows, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-            repeats = max(3, min(1000, int(2e9 / (2 * rows * k * n))))
-            torch.mm(a, b)
+            multiply = OneDnnLinear(b.t(), None) if onednn else functools.partial(torch.mm, mat2=b)
+            repeats = max(3, min(1000, int(flops_per_shape / (2 * rows * k * n))))
+            multiply(a)
             started = time.perf_counter()
             for _ in range(repeats):
-                torch.mm(a, b)
+                multiply(a)
             seconds += time.perf_counter() - started
             flops += 2 * rows * k * n * repeats
         best = max(best, flops / seconds / 1e9)
@@ -133,6 +137,45 @@ def cpu_gemm_gflops(config, rows: int = 640) -> tuple[float, float]:
     return gemm_gflops(shapes, torch.bfloat16, rows, 1), gemm_gflops(shapes, torch.float32, rows, 1)
 
 
+def onednn_is_faster(config, device: torch.device, rows: int = 8) -> bool:
+    """Whether ``OneDnnLinear`` multiplies fp32 faster than torch's own matmul here, at the backbone's shapes and
+    ``rows`` rows (a beam's step, or a few rows'), best of 2 each; measured once per process and shapes (about
+    0.2 s for SmolLM2: where it matters the two differ by 1.5-2x), so every model a process loads decodes with the
+    same kernels."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return _onednn_is_faster(tuple(linear_shapes(config)), rows)
+
+
+@functools.cache
+def _onednn_is_faster(shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
+    onednn, torch_mm = (gemm_gflops(list(shapes), torch.float32, rows, 2, kernel, 5e8) for kernel in (True, False))
+    return onednn > torch_mm
+
+
+class OneDnnLinear(torch.nn.Module):
+    """A frozen fp32 linear layer whose weight oneDNN reordered once into its own blocked layout (decoding only).
+
+    Why: torch multiplies fp32 through MKL, whose sgemm at a few rows ran at half of oneDNN's speed on an AMD EPYC
+    (Zen 1, AVX2; SmolLM2's shapes: 11 vs 22 GFLOP/s at 5 rows, a beam step; 44 vs 54 at 32; 60 vs 71 at 640), with
+    the same weights and the same numbers up to rounding. oneDNN without the reorder was barely faster than MKL:
+    the layout is the gain. Used where ``onednn_is_faster`` measures it so."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features = weight.shape[1]
+        # plain attributes, not buffers: an opaque oneDNN tensor cannot follow ``Module.to``
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous(), None)
+        self.bias = None if bias is None else bias.detach().float()
+
+    @classmethod
+    def of(cls, module: torch.nn.Module) -> OneDnnLinear:
+        return cls(weight_out_in(module), module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
 class PackedLinear(torch.nn.Module):
     """A frozen linear layer with packed low-bit weights; takes and returns bf16.
 
@@ -141,27 +184,37 @@ class PackedLinear(torch.nn.Module):
     the dequantized weight, kept in ``many_rows_dtype`` (the same values; dequantizing per call cost the LM head
     10-20 ms a step): bf16 where the CPU multiplies bf16 faster, fp32 where not (``decoding_gemm_dtype``: an
     Intel Xeon with AVX512-BF16 but no AMX took 85-102 ms for one 32-row step of SmolLM2 through the packed
-    kernels or bf16, 67 ms in fp32: results/speed/gemv_probe.md)."""
+    kernels or bf16, 67 ms in fp32: results/speed/gemv_probe.md), and in fp32 through ``OneDnnLinear`` with
+    ``onednn``."""
 
     def __init__(self, dequantized: torch.Tensor, bias: torch.Tensor | None,
-                 many_rows_dtype: torch.dtype = torch.bfloat16):
+                 many_rows_dtype: torch.dtype = torch.bfloat16, onednn: bool = False):
         super().__init__()
-        self.register_buffer("dequantized", dequantized.to(many_rows_dtype))  # (out, in), for many rows
+        self.in_features = dequantized.shape[1]
+        self.onednn = OneDnnLinear(dequantized, None) if onednn else None  # fp32 only
+        many_rows = None if self.onednn else dequantized.to(many_rows_dtype)
+        self.register_buffer("dequantized", many_rows)  # (out, in), for many rows
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
 
     @classmethod
-    def of(cls, module: torch.nn.Module, many_rows_dtype: torch.dtype = torch.bfloat16) -> PackedLinear:
-        return cls(weight_out_in(module).detach().float(), module.bias, many_rows_dtype)
+    def of(cls, module: torch.nn.Module, many_rows_dtype: torch.dtype = torch.bfloat16,
+           onednn: bool = False) -> PackedLinear:
+        return cls(weight_out_in(module).detach().float(), module.bias, many_rows_dtype, onednn)
 
     def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def many_rows_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.onednn is not None:
+            return self.onednn(rows.float())
+        return torch.nn.functional.linear(rows.to(self.dequantized.dtype), self.dequantized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         if rows.shape[0] < PACKED_KERNEL_MAX_ROWS:
             out = self.packed_mm(rows.to(torch.bfloat16).contiguous())
         else:
-            out = torch.nn.functional.linear(rows.to(self.dequantized.dtype), self.dequantized).to(torch.bfloat16)
+            out = self.many_rows_mm(rows).to(torch.bfloat16)
         if self.bias is not None:
             out += self.bias
         return out.view(*x.shape[:-1], out.shape[-1])
@@ -170,11 +223,12 @@ class PackedLinear(torch.nn.Module):
 class Int8Linear(PackedLinear):
     """int8 weights with a bf16 scale per output channel."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16,
+                 onednn: bool = False):
         scale = weight.abs().amax(1).clamp(min=1e-12) / 127
         quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
         scale = scale.to(torch.bfloat16)
-        super().__init__(quantized.to(torch.bfloat16) * scale[:, None], bias, many_rows_dtype)
+        super().__init__(quantized.to(torch.bfloat16) * scale[:, None], bias, many_rows_dtype, onednn)
         self.register_buffer("weight_int8", quantized.contiguous())  # the int8 kernel wants it contiguous
         self.register_buffer("scale", scale)
 
@@ -186,7 +240,8 @@ class Int4Linear(PackedLinear):
     """4-bit weights, a bf16 scale and offset per group of ``INT4_GROUP`` inputs (``w = scale * q + low``, q in
     0..15: GGUF's Q4_1 grid)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16,
+                 onednn: bool = False):
         out_features, in_features = weight.shape
         groups = weight.view(out_features, in_features // INT4_GROUP, INT4_GROUP)
         low, high = groups.amin(-1), groups.amax(-1)
@@ -194,7 +249,7 @@ class Int4Linear(PackedLinear):
         codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15)
         scale, low = scale.to(torch.bfloat16).float(), low.to(torch.bfloat16).float()  # what the kernel gets
         super().__init__((codes * scale[..., None] + low[..., None]).view(out_features, in_features), bias,
-                         many_rows_dtype)
+                         many_rows_dtype, onednn)
         codes = codes.view(out_features, in_features).to(torch.int32)
         self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
         offset = low + 8 * scale  # the kernel computes (q - 8) * scale + offset
@@ -219,17 +274,27 @@ def _linear_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, t
             if isinstance(child, torch.nn.Linear | Conv1D)]
 
 
-def prepare_for_decoding(model: torch.nn.Module, name: str) -> None:
-    """Put a frozen backbone into ``name`` (float32, bfloat16, int8 or int4) for decoding, in place."""
+def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None = None) -> None:
+    """Put a frozen backbone into ``name`` (float32, bfloat16, int8 or int4) for decoding, in place; its fp32
+    matmuls through ``OneDnnLinear`` if ``onednn`` (by default where ``onednn_is_faster``)."""
     if name not in DECODE_DTYPES:
         raise UserError(f"unknown --dtype {name!r}; choose one of: {', '.join(DECODE_DTYPES)}")
     model.to(backbone_dtype(name if name in DTYPES else "bfloat16"))  # int8/int4 compute in bf16: same warning
-    if name in DTYPES:
+    if name == "bfloat16":
+        return
+
+    def fast_fp32() -> bool:
+        return onednn_is_faster(model.config, model.device) if onednn is None else onednn
+
+    if name == "float32":
+        for parent, attribute, layer in _linear_layers(model) if fast_fp32() else []:
+            setattr(parent, attribute, OneDnnLinear.of(layer))
         return
     head, many_rows = model.get_output_embeddings(), decoding_gemm_dtype(model.config, model.device)
+    onednn = many_rows == torch.float32 and fast_fp32()
     for parent, attribute, layer in _linear_layers(model):
         four_bits = name == "int4" and layer is not head and Int4Linear.fits(layer)  # the head: GGUF keeps it 8-bit
-        setattr(parent, attribute, (Int4Linear if four_bits else Int8Linear).of(layer, many_rows))
+        setattr(parent, attribute, (Int4Linear if four_bits else Int8Linear).of(layer, many_rows, onednn))
 
 
 def decoding_gemm_dtype(config, device: torch.device) -> torch.dtype:

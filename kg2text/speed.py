@@ -1,11 +1,12 @@
 """``kg2text benchmark --speed RUN``: decoding and training throughput, side by side in one process.
 
 Three decoders run the same trained prefix on the same WebNLG test prompts: ``kg2text`` (our loop,
-kg2text/decoding.py), ``baseline`` (transformers' ``generate`` through the prefix attention hook: what
-kg2text decoded with before its own loop) and ``peft`` (the same prefix exported to PEFT and decoded by
-PEFT, after checking that PEFT really applies it). Settings and engines alternate, ``repeats`` times,
-and the median is reported, so a machine that slows down mid-run slows everyone. The GEMM ceiling is
-measured here at the backbone's own shapes, and throughput is also given as a fraction of it.
+kg2text/decoding.py), ``baseline`` (transformers' ``generate`` through the prefix attention hook, with
+torch's own fp32 matmuls: what kg2text decoded with before its own loop) and ``peft`` (the same prefix
+exported to PEFT and decoded by PEFT, after checking that PEFT really applies it). Settings and engines
+alternate, ``repeats`` times, and the median is reported, so a machine that slows down mid-run slows
+everyone. The GEMM ceiling is measured here at the backbone's own shapes, and throughput is also given as a
+fraction of it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,7 +27,7 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import read_records
 from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, decode_batched, decode_prompts, load_for_generation
-from kg2text.hardware import cpu_info, gemm_gflops, linear_shapes, native_bf16
+from kg2text.hardware import OneDnnLinear, cpu_info, gemm_gflops, linear_shapes, native_bf16
 from kg2text.linearize import get_format, model_prompt
 from kg2text.metrics import corpus_bleu
 
@@ -36,15 +38,19 @@ Decoder = Callable[[list[str], DecodeConfig], list[str]]
 
 
 def gemm_ceiling(backbone: Backbone, dtype: torch.dtype, rows: tuple[int, ...] = (1, 32, 640),
-                 trials: int = 3) -> dict[int, float]:
-    """GFLOP/s of ``torch.mm`` at the backbone's linear shapes, per row count (``hardware.gemm_gflops``)."""
-    return {m: gemm_gflops(linear_shapes(backbone.model.config), dtype, m, trials) for m in rows}
+                 trials: int = 3, onednn: bool = False) -> dict[int, float]:
+    """GFLOP/s of ``torch.mm`` (or of oneDNN's matmul) at the backbone's linear shapes, per row count
+    (``hardware.gemm_gflops``)."""
+    return {m: gemm_gflops(linear_shapes(backbone.model.config), dtype, m, trials, onednn) for m in rows}
 
 
 def _ceilings(backbone: Backbone, bf16: bool, earlier: dict | None = None) -> dict[str, dict[int, float]]:
-    """The GEMM ceiling per dtype; with ``earlier`` (measured at the start of the run), the higher of the two."""
+    """The GEMM ceiling per dtype (and of fp32 through oneDNN, ``OneDnnLinear``); with ``earlier`` (measured at the
+    start of the run), the higher of the two."""
     dtypes = {"float32": torch.float32, **({"bfloat16": torch.bfloat16} if bf16 else {})}
     now = {name: gemm_ceiling(backbone, dtype) for name, dtype in dtypes.items()}
+    if torch.backends.mkldnn.is_available():
+        now["float32_onednn"] = gemm_ceiling(backbone, torch.float32, onednn=True)
     if earlier:
         now = {name: {m: max(v, earlier[name][m]) for m, v in by.items()} for name, by in now.items()}
     return now
@@ -175,6 +181,11 @@ def training_flops_per_token(backbone: Backbone) -> float:
     return 4 * layers + 4 * embedding * share
 
 
+def fp32_linear(backbone: Backbone) -> str:
+    """Whose matmuls a backbone prepared for fp32 decoding runs: oneDNN's (``OneDnnLinear``) or torch's."""
+    return "onednn" if any(isinstance(m, OneDnnLinear) for m in backbone.model.modules()) else "torch"
+
+
 def _decoder_for(run: Path, dtype: str) -> tuple[Decoder, object]:
     loaded = load_for_generation(run, dtype=dtype)
     return (lambda prompts, config: decode_prompts(loaded.lm, prompts, config)), loaded
@@ -190,11 +201,10 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     bf16 = native_bf16()
     ceiling = _ceilings(backbone, bf16)
 
-    def engine(name: str) -> Decoder:
-        return lambda prompts_, config: decode_prompts(loaded.lm, prompts_, DecodeConfig(**{**vars(config),
-                                                                                             "engine": name}))
-
-    decoders = {"kg2text": engine("kg2text"), "baseline": engine("hf"),
+    baseline = load_for_generation(run, onednn=False)  # kg2text before its own loop: torch's matmuls too
+    decoders = {"kg2text": lambda prompts_, config: decode_prompts(loaded.lm, prompts_, config),
+                "baseline": lambda prompts_, config: decode_prompts(baseline.lm, prompts_,
+                                                                    replace(config, engine="hf")),
                 "peft": _peft_decoder(run, header["backbone"], loaded.lm.virtual_tokens)}
     variants = [dtype for dtype in ("bfloat16", "int8", "int4") if dtype != "bfloat16" or bf16]
     for dtype in variants:
@@ -203,15 +213,16 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     references = [r.references for r in records]
     quality = {name: corpus_bleu(outputs["b32-beam5", name], references) for name in decoders}
     train = training(header["backbone"], repeats, train_steps, 8, bf16)
-    flops = training_flops_per_token(backbone)
+    flops = training_flops_per_token(baseline.backbone)  # its linear layers as loaded, weights counted
     ceiling = _ceilings(backbone, bf16, ceiling)  # measured at both ends of the run
     for name, (_, _, key) in TRAINING_VARIANTS.items():
         train[key] = None if train[name] is None else train[name] * flops / 1e9
-    train["ceiling_gflops"] = ceiling["float32"][640]
+    train["ceiling_gflops"] = max(by[640] for name, by in ceiling.items() if name.startswith("float32"))
     train["bf16_ceiling_gflops"] = ceiling["bfloat16"][640] if bf16 else None
     train["baseline"] = None  # the fp32 training loop is unchanged: the baseline is kg2text's own figure
     data = {"cpu": cpu_info(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "backbone": header["backbone"], "prefix": str(run), "inputs": inputs, "batch1_inputs": batch1_inputs,
+            "backbone": header["backbone"], "prefix": str(run), "fp32_linear": fp32_linear(loaded.backbone),
+            "inputs": inputs, "batch1_inputs": batch1_inputs,
             "max_new_tokens": max_new_tokens, "repeats": repeats, "gemm_ceiling_gflops": ceiling,
             **speed, "train": train, "bleu_b32_beam5": quality,
             "full_test_beam5_minutes": WEBNLG_TEST_ENTRIES / speed["b32-beam5"]["kg2text"] / 60,
@@ -252,8 +263,9 @@ Backbone {data['backbone']}, prefix `{data['prefix']}`; {data['inputs']} WebNLG 
 split ({data['batch1_inputs']} of them at batch 1), at most {data['max_new_tokens']} new tokens; median of
 {data['repeats']} alternated repeats. Date: {data['date']}.
 
-Sentences per second. `kg2text`: our decoding loop, fp32 (the reference); `baseline`: transformers'
-`generate` with kg2text's prefix hook, i.e. kg2text before its own loop (`--decoder hf`); `peft`: the same
+Sentences per second. `kg2text`: our decoding loop, fp32 (the reference; its matmuls {data['fp32_linear']}'s,
+measured the faster here); `baseline`: transformers' `generate` with kg2text's prefix hook and torch's matmuls,
+i.e. kg2text before its own loop (`--decoder hf`); `peft`: the same
 prefix exported to PEFT and decoded by PEFT, checked to be applied; `kg2text_bf16` / `kg2text_int8` /
 `kg2text_int4`: our loop with the backbone in bf16 / int8 / int4 (`--dtype`), which change the numbers (BLEU
 below).
@@ -277,12 +289,13 @@ warm-up step): kg2text fp32 {train['kg2text']:.1f}, PEFT {train['peft']:.1f} ({t
 kg2text with a bf16 backbone {bf16}. Mean loss over the same batches: {losses}. kg2text fp32 training does
 {train['gflops']:.0f} GFLOP/s of useful work (frozen weights: 4 FLOPs per layer weight and token, the LM head
 on target tokens only) = **{100 * train['gflops'] / train['ceiling_gflops']:.0f}%** of this machine's fp32 GEMM
-ceiling at M=640 ({train['ceiling_gflops']:.0f} GFLOP/s); with `--compile` (the backbone's MLPs and norms fused by
-inductor) {train['kg2text_compiled']:.1f} tokens/s, {train['compiled_gflops']:.0f} GFLOP/s =
-**{100 * train['compiled_gflops'] / train['ceiling_gflops']:.0f}%**. The fp32 training loop without `--compile` is
-unchanged, so its baseline is the same figure.
+ceiling at M=640 ({train['ceiling_gflops']:.0f} GFLOP/s, torch's or oneDNN's, the higher); with `--compile` (the
+backbone's MLPs and norms fused by inductor) {train['kg2text_compiled']:.1f} tokens/s,
+{train['compiled_gflops']:.0f} GFLOP/s = **{100 * train['compiled_gflops'] / train['ceiling_gflops']:.0f}%**. The fp32
+training loop without `--compile` is unchanged, so its baseline is the same figure.
 
-GEMM ceiling (GFLOP/s, `torch.mm` at the backbone's linear shapes, 2 threads, measured in this run, at its start
+GEMM ceiling (GFLOP/s, `torch.mm` at the backbone's linear shapes, and fp32 through oneDNN with reordered weights
+as kg2text's `OneDnnLinear`, 2 threads, measured in this run, at its start
 and its end, best of 3 each; M=1 with weights that stay in cache, so one-row decoding, which streams all weights
 from memory, cannot reach it):
 

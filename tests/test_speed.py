@@ -52,7 +52,10 @@ def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp
     for name in ("kg2text_bf16", "kg2text_bf16_compiled", "bf16_ceiling_gflops"):
         assert (train[name] is None) == (not native_bf16())
     assert data["full_test_beam5_minutes"] == pytest.approx(1862 / data["b32-beam5"]["kg2text"] / 60)
-    assert set(data["gemm_ceiling_gflops"]) == ({"float32", "bfloat16"} if native_bf16() else {"float32"})
+    ceilings = data["gemm_ceiling_gflops"]
+    assert set(ceilings) == {"float32", "float32_onednn"} | ({"bfloat16"} if native_bf16() else set())
+    assert train["ceiling_gflops"] == max(ceilings["float32"]["640"], ceilings["float32_onednn"]["640"])
+    assert data["fp32_linear"] in ("onednn", "torch")
     table = (tmp_path / "speed.md").read_text()
     assert "| b32-beam5 |" in table and "Command: `kg2text benchmark --speed RUN`" in table
     assert set(DTYPES) == {"float32", "bfloat16"} and {"kg2text_int8", "kg2text_int4"} <= set(data["b1-greedy"])
@@ -195,30 +198,53 @@ def test_dtype_auto_trains_in_the_measured_faster_dtype_and_records_it(monkeypat
     assert "kg2text: --dtype auto: bfloat16 (bf16 300 vs fp32 200 GFLOP/s at training shapes)" in said
 
 
-@pytest.mark.parametrize("bf16_gflops, expected", [(100.0, torch.float32), (300.0, torch.bfloat16)])
-def test_packed_formats_multiply_many_rows_in_the_dtype_this_cpu_multiplies_faster(monkeypatch, trained_run,
-                                                                                   bf16_gflops, expected):
-    """From PACKED_KERNEL_MAX_ROWS rows on, int8/int4 layers multiply by their dequantized weights: in fp32 where the
-    CPU's bf16 GEMM at 32 rows is the slower (measured), in bf16 where it is the faster; the same greedy tokens as
-    the packed kernel either way."""
+@pytest.fixture
+def measured_kernels(monkeypatch):
+    """Stub GEMM timings: ``speeds[(dtype, onednn)]`` GFLOP/s; every measurement made is listed as (dtype, rows,
+    onednn). The once-per-process oneDNN choice is forgotten before and after."""
     from kg2text import hardware
 
-    measured = []
+    measured, speeds = [], {}
 
-    def gflops(shapes, dtype, rows, trials=3):
-        measured.append((dtype, rows))
-        return bf16_gflops if dtype == torch.bfloat16 else 200.0
+    def gflops(shapes, dtype, rows, trials=3, onednn=False, flops_per_shape=2e9):
+        measured.append((dtype, rows, onednn))
+        return speeds[dtype, onednn]
 
     monkeypatch.setattr(hardware, "gemm_gflops", gflops)
+    hardware._onednn_is_faster.cache_clear()
+    yield measured, speeds
+    hardware._onednn_is_faster.cache_clear()
+
+
+@pytest.mark.parametrize("bf16_gflops, onednn_gflops, expected", [(100.0, 100.0, torch.float32),
+                                                                   (100.0, 300.0, "onednn"),
+                                                                   (300.0, 300.0, torch.bfloat16)])
+def test_packed_formats_multiply_many_rows_in_the_dtype_this_cpu_multiplies_faster(monkeypatch, trained_run,
+                                                                                   measured_kernels, bf16_gflops,
+                                                                                   onednn_gflops, expected):
+    """From PACKED_KERNEL_MAX_ROWS rows on, int8/int4 layers multiply by their dequantized weights: in fp32 where the
+    CPU's bf16 GEMM at 32 rows is the slower (measured), through oneDNN where that is the faster fp32 (measured
+    at 8 rows), in bf16 where bf16 is the faster; the same greedy tokens as the packed kernel either way."""
+    from kg2text import hardware
+
+    measured, speeds = measured_kernels
+    speeds.update({(torch.bfloat16, False): bf16_gflops, (torch.float32, False): 200.0,
+                   (torch.float32, True): onednn_gflops})
     monkeypatch.setattr(hardware, "native_bf16", lambda: True)
     int4 = load_for_generation(trained_run, dtype="int4")
-    assert sorted(measured, key=str) == sorted([(torch.bfloat16, 32), (torch.float32, 32)], key=str)
+    fp32_choice = [(torch.float32, 8, False), (torch.float32, 8, True)] if bf16_gflops < 200 else []
+    assert sorted(measured, key=str) == sorted([(torch.bfloat16, 32, False), (torch.float32, 32, False),
+                                                *fp32_choice], key=str)
     packed = [m for m in int4.backbone.model.modules() if isinstance(m, hardware.PackedLinear)]
-    assert packed and {m.dequantized.dtype for m in packed} == {expected}
-    layer, x = packed[0], torch.randn(40, packed[0].dequantized.shape[1])
+    layer, x = packed[0], torch.randn(40, packed[0].in_features)
+    if expected == "onednn":
+        assert all(m.dequantized is None and isinstance(m.onednn, hardware.OneDnnLinear) for m in packed)
+        reference = layer.onednn(x).to(torch.bfloat16)
+    else:
+        assert packed and {m.dequantized.dtype for m in packed} == {expected} and {m.onednn for m in packed} == {None}
+        reference = torch.nn.functional.linear(x.to(expected), layer.dequantized).to(torch.bfloat16)
     out = layer(x)
     assert out.dtype == torch.bfloat16  # the rest of the model runs in bf16 either way
-    reference = torch.nn.functional.linear(x.to(expected), layer.dequantized).to(torch.bfloat16)
     assert torch.equal(out, reference)
     one, many = (decode_prompts(int4.lm, [PROMPT] * n, DecodeConfig(num_beams=1, max_new_tokens=6, batch_size=n))
                  for n in (1, 20))
@@ -227,3 +253,45 @@ def test_packed_formats_multiply_many_rows_in_the_dtype_this_cpu_multiplies_fast
     measured.clear()
     assert hardware.decoding_gemm_dtype(int4.backbone.model.config, torch.device("cpu")) == torch.float32
     assert not measured
+
+
+def test_onednn_linear_multiplies_as_torch_does():
+    from transformers.pytorch_utils import Conv1D
+
+    from kg2text.hardware import OneDnnLinear
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 96)
+    for layer in (torch.nn.Linear(96, 48), Conv1D(48, 96)):  # GPT-2's Conv1D stores its weight (in, out)
+        torch.nn.init.normal_(layer.bias)
+        reordered = OneDnnLinear.of(layer)
+        out = reordered(x)
+        assert out.shape == (3, 5, 48) and torch.allclose(out, layer(x), atol=1e-5)
+        last = x[:, -1]  # a strided view, as the LM head gets it
+        assert torch.allclose(reordered(last), layer(last), atol=1e-5)
+
+
+@pytest.mark.parametrize("onednn_faster", [True, False])
+def test_fp32_decoding_multiplies_through_onednn_where_measured_faster(trained_run, measured_kernels, onednn_faster):
+    """fp32 decoding replaces every linear layer (the LM head too) by ``OneDnnLinear`` where oneDNN's matmul was
+    measured faster at 8 rows, once per process; the sentences are those of torch's matmuls."""
+    from kg2text.hardware import OneDnnLinear
+
+    measured, speeds = measured_kernels
+    speeds.update({(torch.float32, True): 300.0 if onednn_faster else 100.0, (torch.float32, False): 200.0})
+    chosen = load_for_generation(trained_run)
+    again = load_for_generation(trained_run)
+    assert sorted(measured, key=str) == [(torch.float32, 8, False), (torch.float32, 8, True)]  # once
+    for loaded in (chosen, again):
+        model = loaded.backbone.model
+        replaced = [m for m in model.modules() if isinstance(m, OneDnnLinear)]
+        assert len(replaced) == (4 * model.config.n_layer + 1 if onednn_faster else 0)
+        assert isinstance(model.get_output_embeddings(), OneDnnLinear) == onednn_faster
+    plain = load_for_generation(trained_run, onednn=False)
+    assert not any(isinstance(m, OneDnnLinear) for m in plain.backbone.model.modules())
+    assert len(measured) == 2
+    prompts = [PROMPT, " | Alimentum : area : city centre <|endoftext|>", " | A : b : c <|endoftext|>"]
+    for beams, batch in ((1, 1), (1, 3), (3, 3)):
+        config = DecodeConfig(num_beams=beams, max_new_tokens=8, batch_size=batch)
+        sentences = decode_prompts(chosen.lm, prompts, config)
+        assert all(sentences) and sentences == decode_prompts(plain.lm, prompts, config)
