@@ -81,18 +81,19 @@ def linear_shapes(config) -> list[tuple[int, int]]:
     return [(hidden, hidden), (hidden, inner), (inner, hidden)]
 
 
-def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, trials: int = 3,
-                onednn: bool = False, flops_per_shape: float = 2e9) -> float:
-    """GFLOP/s of ``torch.mm`` of ``rows`` rows by each ``(in, out)`` weight shape (weighted by FLOPs), about
-    ``flops_per_shape`` each; with ``onednn``, of ``OneDnnLinear``'s matmul instead (fp32 only).
+def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, trials: int = 3, kernel: str = "mm",
+                flops_per_shape: float = 2e9) -> float:
+    """GFLOP/s of ``rows`` rows by each ``(in, out)`` weight shape (weighted by FLOPs), about ``flops_per_shape``
+    each, through ``kernel``: ``mm``, ``torch.mm`` by an ``(in, out)`` matrix (the ceiling: torch's fastest
+    layout); ``linear``, ``F.linear`` by an ``(out, in)`` weight, as ``nn.Linear`` runs (MKL took twice as long
+    for it at 8 rows on an AMD EPYC); ``onednn``, ``OneDnnLinear`` (fp32 only).
 
     A ceiling is the best the machine does: the best of ``trials``, so a moment of other load does not lower it."""
     best = 0.0
     for _ in range(trials):
         flops, seconds = 0.0, 0.0
         for k, n in shapes:
-            a, b = torch.randn(rows, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-            multiply = OneDnnLinear(b.t(), None) if onednn else functools.partial(torch.mm, mat2=b)
+            a, multiply = torch.randn(rows, k, dtype=dtype), _multiply_by(torch.randn(k, n, dtype=dtype), kernel)
             repeats = max(3, min(1000, int(flops_per_shape / (2 * rows * k * n))))
             multiply(a)
             started = time.perf_counter()
@@ -102,6 +103,15 @@ def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, tr
             flops += 2 * rows * k * n * repeats
         best = max(best, flops / seconds / 1e9)
     return best
+
+
+def _multiply_by(b: torch.Tensor, kernel: str):
+    """``a -> a @ b`` through ``kernel`` (``gemm_gflops``)."""
+    if kernel == "mm":
+        return functools.partial(torch.mm, mat2=b)
+    weight = b.t().contiguous()
+    return OneDnnLinear(weight, None) if kernel == "onednn" else functools.partial(torch.nn.functional.linear,
+                                                                                  weight=weight)
 
 
 def training_dtype(name: str, config, device: torch.device) -> torch.dtype:
@@ -139,8 +149,8 @@ def cpu_gemm_gflops(config, rows: int = 640) -> tuple[float, float]:
 
 def onednn_is_faster(config, device: torch.device, rows: int = 8) -> bool:
     """Whether ``OneDnnLinear`` multiplies fp32 faster than torch's own matmul here, at the backbone's shapes and
-    ``rows`` rows (a beam's step, or a few rows'), best of 2 each; measured once per process and shapes (about
-    0.2 s for SmolLM2: where it matters the two differ by 1.5-2x), so every model a process loads decodes with the
+    ``rows`` rows (a beam's step, or a few rows'), best of 3 each; measured once per process and shapes (about
+    0.3 s for SmolLM2: where it matters the two differ by 1.5-2x), so every model a process loads decodes with the
     same kernels."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
@@ -149,8 +159,8 @@ def onednn_is_faster(config, device: torch.device, rows: int = 8) -> bool:
 
 @functools.cache
 def _onednn_is_faster(shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
-    onednn, torch_mm = (gemm_gflops(list(shapes), torch.float32, rows, 2, kernel, 5e8) for kernel in (True, False))
-    return onednn > torch_mm
+    onednn, linear = (gemm_gflops(list(shapes), torch.float32, rows, 3, kernel, 5e8) for kernel in ("onednn", "linear"))
+    return onednn > linear
 
 
 class OneDnnLinear(torch.nn.Module):

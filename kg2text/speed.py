@@ -38,10 +38,10 @@ Decoder = Callable[[list[str], DecodeConfig], list[str]]
 
 
 def gemm_ceiling(backbone: Backbone, dtype: torch.dtype, rows: tuple[int, ...] = (1, 32, 640),
-                 trials: int = 3, onednn: bool = False) -> dict[int, float]:
-    """GFLOP/s of ``torch.mm`` (or of oneDNN's matmul) at the backbone's linear shapes, per row count
+                 trials: int = 3, kernel: str = "mm") -> dict[int, float]:
+    """GFLOP/s of ``torch.mm`` (or of ``kernel``) at the backbone's linear shapes, per row count
     (``hardware.gemm_gflops``)."""
-    return {m: gemm_gflops(linear_shapes(backbone.model.config), dtype, m, trials, onednn) for m in rows}
+    return {m: gemm_gflops(linear_shapes(backbone.model.config), dtype, m, trials, kernel) for m in rows}
 
 
 def _ceilings(backbone: Backbone, bf16: bool, earlier: dict | None = None) -> dict[str, dict[int, float]]:
@@ -50,7 +50,7 @@ def _ceilings(backbone: Backbone, bf16: bool, earlier: dict | None = None) -> di
     dtypes = {"float32": torch.float32, **({"bfloat16": torch.bfloat16} if bf16 else {})}
     now = {name: gemm_ceiling(backbone, dtype) for name, dtype in dtypes.items()}
     if torch.backends.mkldnn.is_available():
-        now["float32_onednn"] = gemm_ceiling(backbone, torch.float32, onednn=True)
+        now["float32_onednn"] = gemm_ceiling(backbone, torch.float32, kernel="onednn")
     if earlier:
         now = {name: {m: max(v, earlier[name][m]) for m, v in by.items()} for name, by in now.items()}
     return now
@@ -202,6 +202,7 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     ceiling = _ceilings(backbone, bf16)
 
     baseline = load_for_generation(run, onednn=False)  # kg2text before its own loop: torch's matmuls too
+    print(f"speed: kg2text's fp32 matmuls: {fp32_linear(backbone)}'s", flush=True)
     decoders = {"kg2text": lambda prompts_, config: decode_prompts(loaded.lm, prompts_, config),
                 "baseline": lambda prompts_, config: decode_prompts(baseline.lm, prompts_,
                                                                     replace(config, engine="hf")),

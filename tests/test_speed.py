@@ -200,15 +200,15 @@ def test_dtype_auto_trains_in_the_measured_faster_dtype_and_records_it(monkeypat
 
 @pytest.fixture
 def measured_kernels(monkeypatch):
-    """Stub GEMM timings: ``speeds[(dtype, onednn)]`` GFLOP/s; every measurement made is listed as (dtype, rows,
-    onednn). The once-per-process oneDNN choice is forgotten before and after."""
+    """Stub GEMM timings: ``speeds[(dtype, kernel)]`` GFLOP/s; every measurement made is listed as (dtype, rows,
+    kernel). The once-per-process oneDNN choice is forgotten before and after."""
     from kg2text import hardware
 
     measured, speeds = [], {}
 
-    def gflops(shapes, dtype, rows, trials=3, onednn=False, flops_per_shape=2e9):
-        measured.append((dtype, rows, onednn))
-        return speeds[dtype, onednn]
+    def gflops(shapes, dtype, rows, trials=3, kernel="mm", flops_per_shape=2e9):
+        measured.append((dtype, rows, kernel))
+        return speeds[dtype, kernel]
 
     monkeypatch.setattr(hardware, "gemm_gflops", gflops)
     hardware._onednn_is_faster.cache_clear()
@@ -228,12 +228,12 @@ def test_packed_formats_multiply_many_rows_in_the_dtype_this_cpu_multiplies_fast
     from kg2text import hardware
 
     measured, speeds = measured_kernels
-    speeds.update({(torch.bfloat16, False): bf16_gflops, (torch.float32, False): 200.0,
-                   (torch.float32, True): onednn_gflops})
+    speeds.update({(torch.bfloat16, "mm"): bf16_gflops, (torch.float32, "mm"): 200.0,
+                   (torch.float32, "linear"): 200.0, (torch.float32, "onednn"): onednn_gflops})
     monkeypatch.setattr(hardware, "native_bf16", lambda: True)
     int4 = load_for_generation(trained_run, dtype="int4")
-    fp32_choice = [(torch.float32, 8, False), (torch.float32, 8, True)] if bf16_gflops < 200 else []
-    assert sorted(measured, key=str) == sorted([(torch.bfloat16, 32, False), (torch.float32, 32, False),
+    fp32_choice = [(torch.float32, 8, "linear"), (torch.float32, 8, "onednn")] if bf16_gflops < 200 else []
+    assert sorted(measured, key=str) == sorted([(torch.bfloat16, 32, "mm"), (torch.float32, 32, "mm"),
                                                 *fp32_choice], key=str)
     packed = [m for m in int4.backbone.model.modules() if isinstance(m, hardware.PackedLinear)]
     layer, x = packed[0], torch.randn(40, packed[0].in_features)
@@ -278,10 +278,10 @@ def test_fp32_decoding_multiplies_through_onednn_where_measured_faster(trained_r
     from kg2text.hardware import OneDnnLinear
 
     measured, speeds = measured_kernels
-    speeds.update({(torch.float32, True): 300.0 if onednn_faster else 100.0, (torch.float32, False): 200.0})
+    speeds.update({(torch.float32, "onednn"): 300.0 if onednn_faster else 100.0, (torch.float32, "linear"): 200.0})
     chosen = load_for_generation(trained_run)
     again = load_for_generation(trained_run)
-    assert sorted(measured, key=str) == [(torch.float32, 8, False), (torch.float32, 8, True)]  # once
+    assert sorted(measured, key=str) == [(torch.float32, 8, "linear"), (torch.float32, 8, "onednn")]  # once
     for loaded in (chosen, again):
         model = loaded.backbone.model
         replaced = [m for m in model.modules() if isinstance(m, OneDnnLinear)]
