@@ -5,21 +5,18 @@ depends on it and on the shape: one-row decoding is bound by reading the weights
 SmolLM2-135M each token), so fewer bytes per weight pay even without bf16 hardware. Offered, never
 switched on by itself, each with its BLEU change measured beside its speed (``kg2text benchmark --speed``):
 
-* ``float32`` (the reference): in decoding, its matmuls through oneDNN with weights reordered once
-  (``OneDnnLinear``) where that is measured faster than torch's own (MKL's sgemm is slow at a few rows on AMD);
 * ``bfloat16``: the backbone's weights and activations in bf16 (decoding and training);
 * ``int8`` (decoding only): weight-only int8 for every linear layer and the LM head (one scale per output
-  channel), activations in bf16 (fp32 on a CPU without BF16 hardware: ``packed_activations``). One-row decoding
-  reads a quarter of fp32's bytes, through torch's int8 weight-packed matmul (from ``PACKED_KERNEL_MAX_ROWS``
-  rows on, a GEMM of the dequantized weights in bf16 or fp32, whichever this CPU multiplies faster: see
-  ``PackedLinear``). Activations are never quantized, so outliers in them cost nothing (torch's dynamic
-  activation quantization, kg2text's first int8, lost about 9 BLEU on SmolLM2's ``down_proj``).
-* ``int4`` (decoding only): weight-only 4-bit for every linear layer (a scale and offset per group of 32 inputs;
-  the LM head stays int8), activations as int8's, through torch's int4 weight-packed matmul: half of int8's
-  bytes. Why 4 bits lose little here: SmolLM2 comes as a GGUF file whose linear layers are Q4_1, which is
+  channel), activations in bf16. One-row decoding reads a quarter of fp32's bytes, through torch's int8
+  weight-packed matmul (from ``PACKED_KERNEL_MAX_ROWS`` rows on, a GEMM of the dequantized weights in bf16 or
+  fp32, whichever this CPU multiplies faster: see ``PackedLinear``).
+  Activations are never quantized, so outliers in them cost nothing (torch's dynamic activation
+  quantization, kg2text's first int8, lost about 9 BLEU on SmolLM2's ``down_proj``).
+* ``int4`` (decoding only): weight-only 4-bit for every linear layer (a bf16 scale and offset per group of 32
+  inputs; the LM head stays int8), activations in bf16, through torch's int4 weight-packed matmul: half of
+  int8's bytes. Why 4 bits lose little here: SmolLM2 comes as a GGUF file whose linear layers are Q4_1, which is
   exactly this grid (``w = d * q + m``, q in 0..15, per block of 32 inputs), so the quantizer recovers those
-  weights up to the rounding of ``d`` and ``m`` to the activations' dtype; on other backbones it is ordinary
-  4-bit rounding.
+  weights up to the bf16 rounding of ``d`` and ``m``; on other backbones it is ordinary 4-bit rounding.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -190,39 +186,30 @@ class OneDnnLinear(torch.nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-@dataclass(frozen=True)
-class PackedKernels:
-    """How a packed layer multiplies: its activations' dtype, and from ``PACKED_KERNEL_MAX_ROWS`` rows on, the
-    dtype of its dequantized weight and whether that goes through ``OneDnnLinear`` (fp32 only)."""
-
-    activations: torch.dtype = torch.bfloat16
-    many_rows: torch.dtype = torch.bfloat16
-    onednn: bool = False
-
-
 class PackedLinear(torch.nn.Module):
-    """A frozen linear layer with packed low-bit weights; takes and returns ``kernels.activations``: bf16 where the
-    CPU has BF16 hardware, fp32 where bf16 would be emulated (``packed_kernels``).
+    """A frozen linear layer with packed low-bit weights; takes and returns bf16.
 
     Below ``PACKED_KERNEL_MAX_ROWS`` rows it calls the packed kernel (``packed_mm``); from there on, where that
     kernel is slower than a GEMM (int8, measured on a Zen 4: 105 vs 199 GFLOP/s at 32 rows), it multiplies by
-    the dequantized weight, kept in ``kernels.many_rows`` (the same values; dequantizing per call cost the LM head
+    the dequantized weight, kept in ``many_rows_dtype`` (the same values; dequantizing per call cost the LM head
     10-20 ms a step): bf16 where the CPU multiplies bf16 faster, fp32 where not (``decoding_gemm_dtype``: an
     Intel Xeon with AVX512-BF16 but no AMX took 85-102 ms for one 32-row step of SmolLM2 through the packed
     kernels or bf16, 67 ms in fp32: results/speed/gemv_probe.md), and in fp32 through ``OneDnnLinear`` with
-    ``kernels.onednn``."""
+    ``onednn``."""
 
-    def __init__(self, dequantized: torch.Tensor, bias: torch.Tensor | None, kernels: PackedKernels):
+    def __init__(self, dequantized: torch.Tensor, bias: torch.Tensor | None,
+                 many_rows_dtype: torch.dtype = torch.bfloat16, onednn: bool = False):
         super().__init__()
-        self.in_features, self.kernels = dequantized.shape[1], kernels
-        self.onednn = OneDnnLinear(dequantized, None) if kernels.onednn else None
-        many_rows = None if self.onednn else dequantized.to(kernels.many_rows)
+        self.in_features = dequantized.shape[1]
+        self.onednn = OneDnnLinear(dequantized, None) if onednn else None  # fp32 only
+        many_rows = None if self.onednn else dequantized.to(many_rows_dtype)
         self.register_buffer("dequantized", many_rows)  # (out, in), for many rows
-        self.register_buffer("bias", None if bias is None else bias.detach().to(kernels.activations))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
 
     @classmethod
-    def of(cls, module: torch.nn.Module, kernels: PackedKernels = PackedKernels()) -> PackedLinear:
-        return cls(weight_out_in(module).detach().float(), module.bias, kernels)
+    def of(cls, module: torch.nn.Module, many_rows_dtype: torch.dtype = torch.bfloat16,
+           onednn: bool = False) -> PackedLinear:
+        return cls(weight_out_in(module).detach().float(), module.bias, many_rows_dtype, onednn)
 
     def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -233,24 +220,25 @@ class PackedLinear(torch.nn.Module):
         return torch.nn.functional.linear(rows.to(self.dequantized.dtype), self.dequantized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, dtype = x.reshape(-1, x.shape[-1]).to(self.kernels.activations), self.kernels.activations
+        rows = x.reshape(-1, x.shape[-1])
         if rows.shape[0] < PACKED_KERNEL_MAX_ROWS:
-            out = self.packed_mm(rows.contiguous())
+            out = self.packed_mm(rows.to(torch.bfloat16).contiguous())
         else:
-            out = self.many_rows_mm(rows).to(dtype)
+            out = self.many_rows_mm(rows).to(torch.bfloat16)
         if self.bias is not None:
             out += self.bias
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
 class Int8Linear(PackedLinear):
-    """int8 weights with a scale per output channel (in the activations' dtype, as the kernel takes it)."""
+    """int8 weights with a bf16 scale per output channel."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kernels: PackedKernels = PackedKernels()):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16,
+                 onednn: bool = False):
         scale = weight.abs().amax(1).clamp(min=1e-12) / 127
         quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-        scale = scale.to(kernels.activations)
-        super().__init__(quantized.to(scale.dtype) * scale[:, None], bias, kernels)
+        scale = scale.to(torch.bfloat16)
+        super().__init__(quantized.to(torch.bfloat16) * scale[:, None], bias, many_rows_dtype, onednn)
         self.register_buffer("weight_int8", quantized.contiguous())  # the int8 kernel wants it contiguous
         self.register_buffer("scale", scale)
 
@@ -259,23 +247,24 @@ class Int8Linear(PackedLinear):
 
 
 class Int4Linear(PackedLinear):
-    """4-bit weights, a scale and offset per group of ``INT4_GROUP`` inputs (``w = scale * q + low``, q in 0..15:
-    GGUF's Q4_1 grid), in the activations' dtype as the kernel takes them."""
+    """4-bit weights, a bf16 scale and offset per group of ``INT4_GROUP`` inputs (``w = scale * q + low``, q in
+    0..15: GGUF's Q4_1 grid)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kernels: PackedKernels = PackedKernels()):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.bfloat16,
+                 onednn: bool = False):
         out_features, in_features = weight.shape
         groups = weight.view(out_features, in_features // INT4_GROUP, INT4_GROUP)
         low, high = groups.amin(-1), groups.amax(-1)
         scale = ((high - low) / 15).clamp(min=1e-12)
         codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15)
-        dtype = kernels.activations
-        scale, low = scale.to(dtype).float(), low.to(dtype).float()  # what the kernel gets
-        super().__init__((codes * scale[..., None] + low[..., None]).view(out_features, in_features), bias, kernels)
+        scale, low = scale.to(torch.bfloat16).float(), low.to(torch.bfloat16).float()  # what the kernel gets
+        super().__init__((codes * scale[..., None] + low[..., None]).view(out_features, in_features), bias,
+                         many_rows_dtype, onednn)
         codes = codes.view(out_features, in_features).to(torch.int32)
         self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
         offset = low + 8 * scale  # the kernel computes (q - 8) * scale + offset
         self.register_buffer("scales_and_offsets", torch.stack([scale, offset], -1).transpose(0, 1).contiguous()
-                             .to(dtype))  # (in / group, out, 2)
+                             .to(torch.bfloat16))  # (in / group, out, 2)
 
     @staticmethod
     def fits(module: torch.nn.Module) -> bool:
@@ -300,8 +289,7 @@ def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None 
     matmuls through ``OneDnnLinear`` if ``onednn`` (by default where ``onednn_is_faster``)."""
     if name not in DECODE_DTYPES:
         raise UserError(f"unknown --dtype {name!r}; choose one of: {', '.join(DECODE_DTYPES)}")
-    activations = backbone_dtype(name) if name in DTYPES else packed_activations()
-    model.to(activations)
+    model.to(backbone_dtype(name if name in DTYPES else "bfloat16"))  # int8/int4 compute in bf16: same warning
     if name == "bfloat16":
         return
 
@@ -313,18 +301,10 @@ def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None 
             setattr(parent, attribute, OneDnnLinear.of(layer))
         return
     head, many_rows = model.get_output_embeddings(), decoding_gemm_dtype(model.config, model.device)
-    kernels = PackedKernels(activations, many_rows, many_rows == torch.float32 and fast_fp32())
+    onednn = many_rows == torch.float32 and fast_fp32()
     for parent, attribute, layer in _linear_layers(model):
         four_bits = name == "int4" and layer is not head and Int4Linear.fits(layer)  # the head: GGUF keeps it 8-bit
-        setattr(parent, attribute, (Int4Linear if four_bits else Int8Linear).of(layer, kernels))
-
-
-def packed_activations() -> torch.dtype:
-    """The activations' dtype of an int8/int4 backbone: bf16 where the CPU has BF16 hardware (or on a GPU), fp32
-    where bf16 would be emulated: on an AMD EPYC with AVX2 only, int8/int4 in bf16 decoded one input at beam 5
-    slower than fp32 (0.39-0.40 vs 0.50 sentences/s, the speed benchmark), their norms, attention and elementwise
-    work in emulated bf16."""
-    return torch.bfloat16 if native_bf16() else torch.float32
+        setattr(parent, attribute, (Int4Linear if four_bits else Int8Linear).of(layer, many_rows, onednn))
 
 
 def decoding_gemm_dtype(config, device: torch.device) -> torch.dtype:
