@@ -5,6 +5,8 @@ depends on it and on the shape: one-row decoding is bound by reading the weights
 SmolLM2-135M each token), so fewer bytes per weight pay even without bf16 hardware. Offered, never
 switched on by itself, each with its BLEU change measured beside its speed (``kg2text benchmark --speed``):
 
+* ``float32`` (the reference): in decoding, its matmuls through oneDNN with weights reordered once
+  (``OneDnnLinear``) where that is measured faster than torch's own (MKL's sgemm is slow at a few rows on AMD);
 * ``bfloat16``: the backbone's weights and activations in bf16 (decoding and training);
 * ``int8`` (decoding only): weight-only int8 for every linear layer and the LM head (one scale per output
   channel), activations in bf16. One-row decoding reads a quarter of fp32's bytes, through torch's int8

@@ -33,6 +33,11 @@ def _method(report: str, method: str, keys: str):
     return data
 
 
+def _shown_or(value, fmt: str, missing: str) -> str:
+    """A figure as ``fmt`` shows it, or ``missing`` where the run has none (bf16 training on a CPU without BF16)."""
+    return missing if value is None else fmt.format(value)
+
+
 RELEASE = "results/release/report.json"
 # README release-table rows and where report.json holds them
 WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 minutes", "forty_minutes.kg2text"),
@@ -99,8 +104,8 @@ FIGURES = [
                                ("float32", "scores.all.bleu", "sacrebleu {:.2f} /"),
                                ("int4", "entity_coverage", "/ {:.2f}% |"))],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
-    ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_bf16"),
-     "bf16 backbone {:.0f}"),
+    ("| training tokens/s, batch 8", lambda: _shown_or(_value("results/speed/speed.json", "train.kg2text_bf16"),
+                                                       "bf16 backbone {:.0f}", "bf16 backbone: n/a"), "{}"),
     *[("", lambda dtype=dtype: _value("results/speed/lookup.json", dtype), fmt) for dtype, fmt in (
         ("float32", "fp32 needs {0[forwards_lookup]} forwards instead of {0[forwards_plain]}"),
         ("int8", "int8 {0[forwards_lookup]} instead of {0[forwards_plain]}"),
