@@ -87,8 +87,8 @@ def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, tr
                 flops_per_shape: float = 2e9) -> float:
     """GFLOP/s of ``rows`` rows by each ``(in, out)`` weight shape (weighted by FLOPs), about ``flops_per_shape``
     each, through ``kernel``: ``mm``, ``torch.mm`` by an ``(in, out)`` matrix (the ceiling: torch's fastest
-    layout); ``linear``, ``F.linear`` by an ``(out, in)`` weight, as ``nn.Linear`` runs (MKL took twice as long
-    for it at 8 rows on an AMD EPYC); ``onednn``, ``OneDnnLinear`` (fp32 only).
+    layout); ``linear``, ``F.linear`` by an ``(out, in)`` weight, as ``nn.Linear`` runs (MKL is slower at it than
+    at ``mm`` for a few rows on an AMD EPYC); ``onednn``, ``OneDnnLinear`` (fp32 only).
 
     A ceiling is the best the machine does: the best of ``trials``, so a moment of other load does not lower it."""
     best = 0.0
@@ -152,8 +152,7 @@ def cpu_gemm_gflops(config, rows: int = 640) -> tuple[float, float]:
 def onednn_is_faster(config, device: torch.device, rows: int = 8) -> bool:
     """Whether ``OneDnnLinear`` multiplies fp32 faster than torch's own matmul here, at the backbone's shapes and
     ``rows`` rows (a beam's step, or a few rows'), best of 3 each; measured once per process and shapes (about
-    0.3 s for SmolLM2: where it matters the two differ by 1.5-2x), so every model a process loads decodes with the
-    same kernels."""
+    0.4 s for SmolLM2), so every model a process loads decodes with the same kernels."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     return _onednn_is_faster(tuple(linear_shapes(config)), rows)
@@ -168,10 +167,10 @@ def _onednn_is_faster(shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
 class OneDnnLinear(torch.nn.Module):
     """A frozen fp32 linear layer whose weight oneDNN reordered once into its own blocked layout (decoding only).
 
-    Why: torch multiplies fp32 through MKL, whose sgemm at a few rows ran at half of oneDNN's speed on an AMD EPYC
-    (Zen 1, AVX2; SmolLM2's shapes: 11 vs 22 GFLOP/s at 5 rows, a beam step; 44 vs 54 at 32; 60 vs 71 at 640), with
-    the same weights and the same numbers up to rounding. oneDNN without the reorder was barely faster than MKL:
-    the layout is the gain. Used where ``onednn_is_faster`` measures it so."""
+    Why: torch multiplies fp32 through MKL, whose sgemm at a few rows is slow on AMD: on an AMD EPYC (Zen 1, AVX2)
+    one decoding step over SmolLM2's weights took 110 ms at 4 rows and 253 at 32 through MKL, 51 and 152 through
+    this (results/speed/gemv_probe.md), the same numbers up to rounding. Used where ``onednn_is_faster`` measures
+    it so."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
