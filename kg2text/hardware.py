@@ -160,7 +160,8 @@ def onednn_is_faster(config, device: torch.device, rows: int = 8) -> bool:
 
 @functools.cache
 def _onednn_is_faster(shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
-    onednn, linear = (gemm_gflops(list(shapes), torch.float32, rows, 3, kernel, 5e8) for kernel in ("onednn", "linear"))
+    onednn, linear = (gemm_gflops(list(shapes), torch.float32, rows, trials=3, kernel=kernel, flops_per_shape=5e8)
+                      for kernel in ("onednn", "linear"))
     return onednn > linear
 
 

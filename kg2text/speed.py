@@ -26,7 +26,7 @@ from kg2text.artifact import atomic_write_text, read_prefix
 from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import read_records
 from kg2text.export import export_peft
-from kg2text.generate import DecodeConfig, decode_batched, decode_prompts, load_for_generation
+from kg2text.generate import DecodeConfig, LoadedPrefix, decode_batched, decode_prompts, load_for_generation
 from kg2text.hardware import OneDnnLinear, cpu_info, gemm_gflops, linear_shapes, native_bf16
 from kg2text.linearize import get_format, model_prompt
 from kg2text.metrics import corpus_bleu
@@ -186,7 +186,7 @@ def fp32_linear(backbone: Backbone) -> str:
     return "onednn" if any(isinstance(m, OneDnnLinear) for m in backbone.model.modules()) else "torch"
 
 
-def _decoder_for(run: Path, dtype: str) -> tuple[Decoder, object]:
+def _decoder_for(run: Path, dtype: str) -> tuple[Decoder, LoadedPrefix]:
     loaded = load_for_generation(run, dtype=dtype)
     return (lambda prompts, config: decode_prompts(loaded.lm, prompts, config)), loaded
 
@@ -195,15 +195,15 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
               max_new_tokens: int = 60, train_steps: int = 6) -> dict:
     """The whole speed benchmark; writes ``out/speed.json`` and ``out/speed.md``."""
     _, header = read_prefix(run)
-    loaded = load_for_generation(run)
-    backbone = loaded.backbone
+    kg2text, loaded = _decoder_for(run, "float32")
+    backbone, kernels = loaded.backbone, fp32_linear(loaded.backbone)
     prompts, records = _prompts(backbone, header, inputs)
     bf16 = native_bf16()
     ceiling = _ceilings(backbone, bf16)
 
     baseline = load_for_generation(run, onednn=False)  # kg2text before its own loop: torch's matmuls too
-    print(f"speed: kg2text's fp32 matmuls: {fp32_linear(backbone)}'s", flush=True)
-    decoders = {"kg2text": lambda prompts_, config: decode_prompts(loaded.lm, prompts_, config),
+    print(f"speed: kg2text's fp32 matmuls: {kernels}'s", flush=True)
+    decoders = {"kg2text": kg2text,
                 "baseline": lambda prompts_, config: decode_prompts(baseline.lm, prompts_,
                                                                     replace(config, engine="hf")),
                 "peft": _peft_decoder(run, header["backbone"], loaded.lm.virtual_tokens)}
@@ -222,7 +222,7 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     train["bf16_ceiling_gflops"] = ceiling["bfloat16"][640] if bf16 else None
     train["baseline"] = None  # the fp32 training loop is unchanged: the baseline is kg2text's own figure
     data = {"cpu": cpu_info(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "backbone": header["backbone"], "prefix": str(run), "fp32_linear": fp32_linear(loaded.backbone),
+            "backbone": header["backbone"], "prefix": str(run), "fp32_linear": kernels,
             "inputs": inputs, "batch1_inputs": batch1_inputs,
             "max_new_tokens": max_new_tokens, "repeats": repeats, "gemm_ceiling_gflops": ceiling,
             **speed, "train": train, "bleu_b32_beam5": quality,
