@@ -151,8 +151,8 @@ def cpu_gemm_gflops(config, rows: int = 640) -> tuple[float, float]:
 
 def onednn_is_faster(config, device: torch.device, rows: int = 8) -> bool:
     """Whether ``OneDnnLinear`` multiplies fp32 faster than torch's own matmul here, at the backbone's shapes and
-    ``rows`` rows (a beam's step, or a few rows'), best of 3 each; measured once per process and shapes (about
-    0.4 s for SmolLM2), so every model a process loads decodes with the same kernels."""
+    ``rows`` rows (a beam's step, or a few rows'), best of 3 each; measured once per process and shapes (a few
+    tenths of a second), so every model a process loads decodes with the same kernels."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     return _onednn_is_faster(tuple(linear_shapes(config)), rows)
