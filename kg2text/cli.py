@@ -38,8 +38,10 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                        "copy; 0: off)")
     group.add_argument("--max-new-tokens", type=int, default=100, help="longest sentence in tokens (default: 100)")
     group.add_argument("--batch-size", type=int, default=16, help="inputs decoded together (default: 16)")
-    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8", "int4"],
+    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "int8", "int4"],
                        help="the backbone's format for decoding: bfloat16 (faster on CPUs with AVX512-BF16 or AMX), "
+                       "float16 (fp16 weights, fp32 activations, x86 CPUs: faster below 16 rows at fp32's numbers "
+                       "up to the weights' rounding), "
                        "int8 (int8 weights, bf16 activations: faster at batch 1) or int4 (4-bit weights in groups "
                        "of 32, SmolLM2's own GGUF grid, LM head int8: fastest at batch 1); each changes BLEU a "
                        "little, see results/speed/speed.md (default: float32, the reference)")

@@ -8,6 +8,11 @@ switched on by itself, each with its BLEU change measured beside its speed (``kg
 * ``float32`` (the reference): in decoding, its matmuls through oneDNN with weights reordered once
   (``OneDnnLinear``) where that is measured faster than torch's own (MKL's sgemm is slow at a few rows on AMD);
 * ``bfloat16``: the backbone's weights and activations in bf16 (decoding and training);
+* ``float16`` (decoding only, x86 CPUs): every linear layer's weights rounded to fp16, activations and sums in
+  fp32, so it computes fp32's function with fp16-rounded weights. Below ``PACKED_KERNEL_MAX_ROWS`` rows through
+  FBGEMM's fp16-weight matmul, which reads half of fp32's bytes and widens them in registers (on an AMD EPYC,
+  Zen 1: a one-row step over SmolLM2's weights 26 ms against oneDNN fp32's 44, 32 against 47 at 4 rows, a tie at
+  16: results/speed/gemv_probe.md); from there on fp32 of the same rounded weights.
 * ``int8`` (decoding only): weight-only int8 for every linear layer and the LM head (one scale per output
   channel), activations in bf16. One-row decoding reads a quarter of fp32's bytes, through torch's int8
   weight-packed matmul (from ``PACKED_KERNEL_MAX_ROWS`` rows on, a GEMM of the dequantized weights in bf16 or
@@ -35,7 +40,7 @@ import torch
 from kg2text.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-DECODE_DTYPES = (*DTYPES, "int8", "int4")
+DECODE_DTYPES = (*DTYPES, "float16", "int8", "int4")
 PACKED_KERNEL_MAX_ROWS = 16  # from here on a bf16 GEMM with the dequantized weight
 INT4_GROUP = 32
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -169,7 +174,7 @@ class OneDnnLinear(torch.nn.Module):
     """A frozen fp32 linear layer whose weight oneDNN reordered once into its own blocked layout (decoding only).
 
     Why: torch multiplies fp32 through MKL, whose sgemm at a few rows is slow on AMD: on an AMD EPYC (Zen 1, AVX2)
-    one decoding step over SmolLM2's weights took 110 ms at 4 rows and 253 at 32 through MKL, 51 and 152 through
+    one decoding step over SmolLM2's weights took 103 ms at 4 rows and 240 at 32 through MKL, 47 and 139 through
     this (results/speed/gemv_probe.md), the same numbers up to rounding. Used where ``onednn_is_faster`` measures
     it so."""
 
@@ -189,7 +194,7 @@ class OneDnnLinear(torch.nn.Module):
 
 
 class PackedLinear(torch.nn.Module):
-    """A frozen linear layer with packed low-bit weights; takes and returns bf16.
+    """A frozen linear layer with packed low-bit weights; takes and returns ``activations`` (bf16 by default).
 
     Below ``PACKED_KERNEL_MAX_ROWS`` rows it calls the packed kernel (``packed_mm``); from there on, where that
     kernel is slower than a GEMM (int8, measured on a Zen 4: 105 vs 199 GFLOP/s at 32 rows), it multiplies by
@@ -199,6 +204,8 @@ class PackedLinear(torch.nn.Module):
     kernels or bf16, 67 ms in fp32: results/speed/gemv_probe.md), and in fp32 through ``OneDnnLinear`` with
     ``onednn``."""
 
+    activations = torch.bfloat16
+
     def __init__(self, dequantized: torch.Tensor, bias: torch.Tensor | None,
                  many_rows_dtype: torch.dtype = torch.bfloat16, onednn: bool = False):
         super().__init__()
@@ -206,7 +213,7 @@ class PackedLinear(torch.nn.Module):
         self.onednn = OneDnnLinear(dequantized, None) if onednn else None  # fp32 only
         many_rows = None if self.onednn else dequantized.to(many_rows_dtype)
         self.register_buffer("dequantized", many_rows)  # (out, in), for many rows
-        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(self.activations))
 
     @classmethod
     def of(cls, module: torch.nn.Module, many_rows_dtype: torch.dtype = torch.bfloat16,
@@ -224,12 +231,34 @@ class PackedLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         if rows.shape[0] < PACKED_KERNEL_MAX_ROWS:
-            out = self.packed_mm(rows.to(torch.bfloat16).contiguous())
+            out = self.packed_mm(rows.to(self.activations).contiguous())
         else:
-            out = self.many_rows_mm(rows).to(torch.bfloat16)
+            out = self.many_rows_mm(rows).to(self.activations)
         if self.bias is not None:
             out += self.bias
         return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class Float16Linear(PackedLinear):
+    """fp16 weights, fp32 activations and sums: below ``PACKED_KERNEL_MAX_ROWS`` rows FBGEMM's fp16-weight matmul,
+    from there on fp32 of the same rounded weights."""
+
+    activations = torch.float32
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.float32,
+                 onednn: bool = False):
+        rounded = weight.to(torch.float16)
+        super().__init__(rounded.float(), bias, many_rows_dtype, onednn)
+        # an opaque FBGEMM object (not a tensor): a plain attribute, as OneDnnLinear's
+        self.packed = torch.ops.quantized.linear_prepack_fp16(rounded.float(), None)
+
+    @staticmethod
+    def available() -> bool:
+        """FBGEMM, whose fp16-weight matmul this calls, is in torch's x86 builds."""
+        return "fbgemm" in torch.backends.quantized.supported_engines
+
+    def packed_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(rows, self.packed)
 
 
 class Int8Linear(PackedLinear):
@@ -287,11 +316,15 @@ def _linear_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, t
 
 
 def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None = None) -> None:
-    """Put a frozen backbone into ``name`` (float32, bfloat16, int8 or int4) for decoding, in place; its fp32
-    matmuls through ``OneDnnLinear`` if ``onednn`` (by default where ``onednn_is_faster``)."""
+    """Put a frozen backbone into ``name`` (float32, bfloat16, float16, int8 or int4) for decoding, in place; its
+    fp32 matmuls through ``OneDnnLinear`` if ``onednn`` (by default where ``onednn_is_faster``)."""
     if name not in DECODE_DTYPES:
         raise UserError(f"unknown --dtype {name!r}; choose one of: {', '.join(DECODE_DTYPES)}")
-    model.to(backbone_dtype(name if name in DTYPES else "bfloat16"))  # int8/int4 compute in bf16: same warning
+    if name == "float16" and (model.device.type != "cpu" or not Float16Linear.available()):
+        raise UserError("--dtype float16 runs on x86 CPUs only (FBGEMM's fp16-weight matmul, in torch's x86 builds); "
+                        "use float32 or bfloat16 here")
+    fp32_activations = name in ("float32", "float16")  # int8/int4 compute in bf16: the same warning as bfloat16
+    model.to(backbone_dtype("float32" if fp32_activations else "bfloat16"))
     if name == "bfloat16":
         return
 
@@ -301,6 +334,11 @@ def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None 
     if name == "float32":
         for parent, attribute, layer in _linear_layers(model) if fast_fp32() else []:
             setattr(parent, attribute, OneDnnLinear.of(layer))
+        return
+    if name == "float16":
+        onednn = fast_fp32()  # for its many-row matmuls
+        for parent, attribute, layer in _linear_layers(model):
+            setattr(parent, attribute, Float16Linear.of(layer, torch.float32, onednn))
         return
     head, many_rows = model.get_output_embeddings(), decoding_gemm_dtype(model.config, model.device)
     onednn = many_rows == torch.float32 and fast_fp32()

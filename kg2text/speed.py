@@ -27,7 +27,7 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import read_records
 from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, LoadedPrefix, decode_batched, decode_prompts, load_for_generation
-from kg2text.hardware import OneDnnLinear, cpu_info, gemm_gflops, linear_shapes, native_bf16
+from kg2text.hardware import Float16Linear, OneDnnLinear, cpu_info, gemm_gflops, linear_shapes, native_bf16
 from kg2text.linearize import get_format, model_prompt
 from kg2text.metrics import corpus_bleu
 
@@ -181,6 +181,10 @@ def training_flops_per_token(backbone: Backbone) -> float:
     return 4 * layers + 4 * embedding * share
 
 
+# kg2text's other decoding formats in the speed benchmark: --dtype -> the name after "kg2text_"
+DECODE_VARIANT_NAMES = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "int4": "int4"}
+
+
 def fp32_linear(backbone: Backbone) -> str:
     """Whose matmuls a backbone prepared for fp32 decoding runs: oneDNN's (``OneDnnLinear``) or torch's."""
     return "onednn" if any(isinstance(m, OneDnnLinear) for m in backbone.model.modules()) else "torch"
@@ -207,9 +211,9 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
                 "baseline": lambda prompts_, config: decode_prompts(baseline.lm, prompts_,
                                                                     replace(config, engine="hf")),
                 "peft": _peft_decoder(run, header["backbone"], loaded.lm.virtual_tokens)}
-    variants = [dtype for dtype in ("bfloat16", "int8", "int4") if dtype != "bfloat16" or bf16]
-    for dtype in variants:
-        decoders[f"kg2text_{dtype.replace('float', 'f')}"] = _decoder_for(run, dtype)[0]
+    variants = {"bfloat16": bf16, "float16": Float16Linear.available(), "int8": True, "int4": True}
+    for dtype in (dtype for dtype, runs_here in variants.items() if runs_here):
+        decoders[f"kg2text_{DECODE_VARIANT_NAMES[dtype]}"] = _decoder_for(run, dtype)[0]
     speed, outputs = decoding(decoders, prompts, repeats, max_new_tokens, batch1_inputs)
     references = [r.references for r in records]
     quality = {name: corpus_bleu(outputs["b32-beam5", name], references) for name in decoders}
@@ -267,9 +271,9 @@ split ({data['batch1_inputs']} of them at batch 1), at most {data['max_new_token
 Sentences per second. `kg2text`: our decoding loop, fp32 (the reference; its matmuls {data['fp32_linear']}'s,
 measured the faster here); `baseline`: transformers' `generate` with kg2text's prefix hook and torch's matmuls,
 i.e. kg2text before its own loop (`--decoder hf`); `peft`: the same
-prefix exported to PEFT and decoded by PEFT, checked to be applied; `kg2text_bf16` / `kg2text_int8` /
-`kg2text_int4`: our loop with the backbone in bf16 / int8 / int4 (`--dtype`), which change the numbers (BLEU
-below).
+prefix exported to PEFT and decoded by PEFT, checked to be applied; `kg2text_bf16` / `kg2text_fp16` /
+`kg2text_int8` / `kg2text_int4`: our loop with the backbone in bf16 / fp16 weights / int8 / int4 (`--dtype`), which
+change the numbers (BLEU below).
 
 | setting | {' | '.join(names)} | kg2text / baseline | kg2text / PEFT | fastest kg2text / baseline / PEFT |
 |---|{'---:|' * len(names)}---:|---:|---|

@@ -58,7 +58,8 @@ def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp
     assert data["fp32_linear"] in ("onednn", "torch")
     table = (tmp_path / "speed.md").read_text()
     assert "| b32-beam5 |" in table and "Command: `kg2text benchmark --speed RUN`" in table
-    assert set(DTYPES) == {"float32", "bfloat16"} and {"kg2text_int8", "kg2text_int4"} <= set(data["b1-greedy"])
+    assert set(DTYPES) == {"float32", "bfloat16"} and {"kg2text_fp16", "kg2text_int8", "kg2text_int4"} <= set(
+        data["b1-greedy"])  # fp16 on x86 (FBGEMM), which this suite runs on
 
 
 @pytest.mark.parametrize("rows", [1, 5, 40])  # the int8 kernel below PACKED_KERNEL_MAX_ROWS, dequantized bf16 above
@@ -100,6 +101,47 @@ def _q4_1_weight(out_features: int, in_features: int) -> torch.Tensor:
     q = torch.randint(0, 16, (out_features, in_features)).float()
     q[:, ::32], q[:, 1::32] = 0, 15  # every block spans its grid, as a quantized block of real weights does
     return q * d.repeat_interleave(32, 1) + m.repeat_interleave(32, 1)
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+@pytest.mark.parametrize("rows", [1, 5, 40])  # FBGEMM's fp16 kernel below PACKED_KERNEL_MAX_ROWS, fp32 above
+def test_float16_linear_multiplies_fp32_rows_by_its_fp16_rounded_weights(rows, onednn):
+    from transformers.pytorch_utils import Conv1D
+
+    from kg2text.hardware import Float16Linear, weight_out_in
+
+    torch.manual_seed(0)
+    x = torch.randn(rows, 3, 96)
+    for layer in (torch.nn.Linear(96, 48), Conv1D(48, 96)):
+        torch.nn.init.normal_(layer.bias)
+        rounded = weight_out_in(layer).detach().half().float()
+        assert not torch.equal(rounded, weight_out_in(layer))  # the test can tell the two apart
+        out = Float16Linear.of(layer, torch.float32, onednn)(x)
+        assert out.shape == (rows, 3, 48) and out.dtype == torch.float32
+        assert torch.allclose(out, torch.nn.functional.linear(x, rounded, layer.bias), atol=1e-5)
+
+
+def test_float16_backbone_decodes_as_fp32_with_its_weights_rounded_to_fp16(trained_run, monkeypatch):
+    from kg2text.errors import UserError
+    from kg2text.hardware import Float16Linear, _linear_layers
+
+    fp16 = load_for_generation(trained_run, dtype="float16")
+    model = fp16.backbone.model
+    assert model.dtype == torch.float32
+    assert len([m for m in model.modules() if isinstance(m, Float16Linear)]) == 4 * model.config.n_layer + 1
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    rounded = load_for_generation(trained_run, onednn=False)  # fp32, torch's matmuls, weights rounded by hand
+    for _, _, layer in _linear_layers(rounded.backbone.model):  # the LM head's weight untied from the embedding's
+        layer.weight = torch.nn.Parameter(layer.weight.detach().half().float(), requires_grad=False)
+    assert torch.allclose(_next_token_logits(fp16), _next_token_logits(rounded), atol=1e-4)
+    for beams in (1, 3):
+        one, many = (decode_prompts(fp16.lm, [PROMPT] * n, DecodeConfig(num_beams=beams, max_new_tokens=6,
+                                                                         batch_size=n)) for n in (1, 20))
+        assert one[0] and one[0] == many[0] == decode_prompts(rounded.lm, [PROMPT], DecodeConfig(
+            num_beams=beams, max_new_tokens=6))[0]  # FBGEMM's kernel, then fp32 of the same weights
+    monkeypatch.setattr(Float16Linear, "available", staticmethod(lambda: False))
+    with pytest.raises(UserError, match="--dtype float16 runs on x86 CPUs only"):
+        load_for_generation(trained_run, dtype="float16")
 
 
 @pytest.mark.parametrize("rows", [1, 5, 40])  # the int4 kernel below PACKED_KERNEL_MAX_ROWS, dequantized bf16 above
