@@ -7,8 +7,8 @@ function of (seed, epoch), which is what makes a resumed run equal an uninterrup
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-import datasets
 import torch
 
 from kg2text.backbones import Backbone
@@ -17,10 +17,15 @@ from kg2text.errors import UserError
 from kg2text.linearize import Format, model_prompt, model_target
 from kg2text.model import IGNORE_INDEX
 
+if TYPE_CHECKING:
+    import datasets
+
 
 def encode_examples(pairs: list[tuple[Record, str]], fmt: Format, backbone: Backbone,
                     max_tokens: int) -> datasets.Dataset:
     """Tokenize (source, sentence) pairs with ``datasets.map``; labels mask the prompt out."""
+    import datasets  # here, not at the top: about a second of import that decoding (kg2text generate) never needs
+
     tokenizer = backbone.tokenizer
     table = datasets.Dataset.from_dict({
         "prompt": [model_prompt(fmt.linearize(record.items), backbone.separator) for record, _ in pairs],

@@ -19,13 +19,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from kg2text.artifact import atomic_write, atomic_write_text, check_compatible, read_prefix, save_prefix
 from kg2text.backbones import Backbone, load_backbone
@@ -39,6 +38,9 @@ from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM, compile_elementwise_blocks
 from kg2text.rundir import RunLock, check_disk_space, count_lines, prepare_run_dir, truncate_lines
+
+if TYPE_CHECKING:
+    import datasets  # at run time only batching imports it, when it encodes examples
 
 MAX_LR = 1.0
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -246,6 +248,8 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
     steps_per_epoch = math.ceil(len(lengths) / config.batch_size / config.grad_accum)
     total_steps = config.max_steps or (math.inf if config.max_minutes else
                                        max(1, math.ceil(config.epochs * steps_per_epoch)))
+    from transformers import get_linear_schedule_with_warmup  # here: its module imports peft, which generate skips
+
     optimizer = torch.optim.AdamW(tuner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     progress = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "elapsed_s": 0.0, "log_lines": 0}
     scheduler = time_schedule(optimizer, config.max_minutes, config.warmup_steps, progress) if config.max_minutes else \
