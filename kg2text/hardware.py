@@ -28,7 +28,6 @@ switched on by itself, each with its BLEU change measured beside its speed (``kg
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import platform
@@ -172,67 +171,26 @@ def _onednn_is_faster(shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
 
 
 class OneDnnLinear(torch.nn.Module):
-    """A frozen fp32 linear layer whose weight oneDNN reordered once into its own blocked layout.
+    """A frozen fp32 linear layer whose weight oneDNN reordered once into its own blocked layout (decoding only).
 
     Why: torch multiplies fp32 through MKL, whose sgemm at a few rows is slow on AMD: on an AMD EPYC (Zen 1, AVX2)
     one decoding step over SmolLM2's weights took 103 ms at 4 rows and 240 at 32 through MKL, 47 and 139 through
     this (results/speed/gemv_probe.md), the same numbers up to rounding. Used where ``onednn_is_faster`` measures
-    it so. ``backward``: also the transposed weight, reordered, so that training's input gradients (``grad @ W``)
-    go through oneDNN too (``onednn_for_training``); the weight itself gets no gradient."""
+    it so."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, backward: bool = False):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.in_features = weight.shape[1]
         # plain attributes, not buffers: an opaque oneDNN tensor cannot follow ``Module.to``
-        self.packed = _reorder(weight)
-        self.packed_t = _reorder(weight.t()) if backward else None
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous(), None)
         self.bias = None if bias is None else bias.detach().float()
 
     @classmethod
-    def of(cls, module: torch.nn.Module, backward: bool = False) -> OneDnnLinear:
-        return cls(weight_out_in(module), module.bias, backward)
+    def of(cls, module: torch.nn.Module) -> OneDnnLinear:
+        return cls(weight_out_in(module), module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed_t is not None and x.requires_grad:
-            return _FrozenOneDnnMatmul.apply(x, self)
-        return _onednn_linear(x, self.packed, self.bias)
-
-
-def _reorder(weight: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous(), None)
-
-
-def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-
-
-class _FrozenOneDnnMatmul(torch.autograd.Function):
-    """``x W^T + b`` whose backward is ``grad W`` through the reordered transpose: a gradient for ``x`` only."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, layer: OneDnnLinear) -> torch.Tensor:
-        ctx.layer = layer
-        return _onednn_linear(x, layer.packed, layer.bias)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _onednn_linear(grad.contiguous(), ctx.layer.packed_t, None), None
-
-
-@contextlib.contextmanager
-def onednn_for_training(model: torch.nn.Module, rows: int = 640):
-    """Train with the frozen fp32 backbone's linear layers, the LM head too, as ``OneDnnLinear`` with ``backward``,
-    where oneDNN measures faster at a training batch's ``rows``; the original layers are back when the block ends,
-    so a backbone shared with later decoding or training is unchanged. Yields how many layers it replaced."""
-    fp32_cpu = model.dtype == torch.float32 and model.device.type == "cpu"
-    replaced = _linear_layers(model) if fp32_cpu and onednn_is_faster(model.config, model.device, rows) else []
-    for parent, attribute, layer in replaced:
-        setattr(parent, attribute, OneDnnLinear.of(layer, backward=True))
-    try:
-        yield len(replaced)
-    finally:
-        for parent, attribute, layer in replaced:
-            setattr(parent, attribute, layer)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
 class PackedLinear(torch.nn.Module):

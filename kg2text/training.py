@@ -33,7 +33,7 @@ from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpo
 from kg2text.control import category_rows, control_categories, training_rows
 from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
 from kg2text.errors import UserError
-from kg2text.hardware import DTYPES, backbone_dtype, faster_training_dtype, onednn_for_training, training_dtype
+from kg2text.hardware import DTYPES, backbone_dtype, faster_training_dtype, training_dtype
 from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM, compile_elementwise_blocks
@@ -210,10 +210,7 @@ def train(config: TrainConfig, backbone: Backbone | None = None, resume: bool = 
         prepare_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()
     with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
-        config = backbone_in_training_dtype(config, backbone, accelerator.device, accelerator.num_processes)
-        # --compile's inductor cannot trace oneDNN's opaque weights: torch's matmuls there
-        with contextlib.nullcontext() if config.compile else onednn_for_training(backbone.model):
-            return _train(config, backbone, accelerator, run_dir, resume, from_previous)
+        return _train(config, backbone, accelerator, run_dir, resume, from_previous)
 
 
 def backbone_in_training_dtype(config: TrainConfig, backbone: Backbone, device: torch.device,
@@ -234,6 +231,7 @@ def backbone_in_training_dtype(config: TrainConfig, backbone: Backbone, device: 
 
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
            resume: bool, from_previous: bool) -> Path | None:
+    config = backbone_in_training_dtype(config, backbone, accelerator.device, accelerator.num_processes)
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
         lm.enable_gradient_checkpointing()
