@@ -81,7 +81,7 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
     """Load one run, or several task runs (``{"webnlg": RUN1, "e2e": RUN2}``), onto one backbone.
 
     Several task prefixes are stacked so that one batch can mix tasks row by row. ``dtype`` is the
-    backbone's format for decoding: float32, bfloat16, int8 or int4, and ``onednn`` whether its fp32 matmuls go
+    backbone's format for decoding: float32, bfloat16, float16, int8 or int4, and ``onednn`` whether its fp32 matmuls go
     through oneDNN (by default where measured faster; see kg2text/hardware.py).
     """
     runs = {Path(runs).name: Path(runs)} if not isinstance(runs, dict) else runs
