@@ -103,6 +103,12 @@ FIGURES = [
                                ("int4", "scores_challenge.all.bleu", "int4 {:.2f}"),
                                ("float32", "scores.all.bleu", "sacrebleu {:.2f} /"),
                                ("int4", "entity_coverage", "/ {:.2f}% |"))],
+    *[("| decoding quality, `--dtype float16` vs float32", lambda dtype=dtype, path=path: _value(
+        f"results/speed/dtype-dev-zen1/{dtype}/scores.json", path), fmt)
+      for dtype, path, fmt in (("float32", "scores_challenge.all.bleu", "challenge BLEU fp32 {:.2f}"),
+                               ("float16", "scores_challenge.all.bleu", "float16 {:.2f}"),
+                               ("float16", "scores.all.bleu", "/ {:.2f}; chrF++"),
+                               ("float16", "entity_coverage", "/ {:.2f}%; 298"))],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
     ("| training tokens/s, batch 8", lambda: _shown_or(_value("results/speed/speed.json", "train.kg2text_bf16"),
                                                        "bf16 backbone {:.0f}", "bf16 backbone: n/a"), "{}"),
