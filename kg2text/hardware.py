@@ -41,7 +41,7 @@ from kg2text.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DECODE_DTYPES = (*DTYPES, "float16", "int8", "int4")
-PACKED_KERNEL_MAX_ROWS = 16  # from here on a bf16 GEMM with the dequantized weight
+PACKED_KERNEL_MAX_ROWS = 16  # from here on a plain GEMM by the dequantized weight (see PackedLinear)
 INT4_GROUP = 32
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
@@ -247,10 +247,10 @@ class Float16Linear(PackedLinear):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, many_rows_dtype: torch.dtype = torch.float32,
                  onednn: bool = False):
-        rounded = weight.to(torch.float16)
-        super().__init__(rounded.float(), bias, many_rows_dtype, onednn)
+        rounded = weight.to(torch.float16).float()
+        super().__init__(rounded, bias, many_rows_dtype, onednn)
         # an opaque FBGEMM object (not a tensor): a plain attribute, as OneDnnLinear's
-        self.packed = torch.ops.quantized.linear_prepack_fp16(rounded.float(), None)
+        self.packed = torch.ops.quantized.linear_prepack_fp16(rounded, None)
 
     @staticmethod
     def available() -> bool:

@@ -211,9 +211,10 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
                 "baseline": lambda prompts_, config: decode_prompts(baseline.lm, prompts_,
                                                                     replace(config, engine="hf")),
                 "peft": _peft_decoder(run, header["backbone"], loaded.lm.virtual_tokens)}
-    variants = {"bfloat16": bf16, "float16": Float16Linear.available(), "int8": True, "int4": True}
-    for dtype in (dtype for dtype, runs_here in variants.items() if runs_here):
-        decoders[f"kg2text_{DECODE_VARIANT_NAMES[dtype]}"] = _decoder_for(run, dtype)[0]
+    runs_here = {"bfloat16": bf16, "float16": Float16Linear.available()}  # the others run on any CPU
+    for dtype, name in DECODE_VARIANT_NAMES.items():
+        if runs_here.get(dtype, True):
+            decoders[f"kg2text_{name}"] = _decoder_for(run, dtype)[0]
     speed, outputs = decoding(decoders, prompts, repeats, max_new_tokens, batch1_inputs)
     references = [r.references for r in records]
     quality = {name: corpus_bleu(outputs["b32-beam5", name], references) for name in decoders}

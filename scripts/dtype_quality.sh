@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What each decoding --dtype costs in quality: the shipped WebNLG prefix on the same evenly spaced WebNLG dev entries
 # (LIMIT, default 300), beam 5, batch 32, once per backbone format (DTYPES, default float32, the reference; bfloat16;
-# int8; int4) into OUT/DTYPE/ (OUT default results/speed/dtype-dev); then a table of their BLEU in OUT/table.md. At batch 32 the packed formats multiply by their
-# dequantized weights (in bf16 or fp32, whichever this CPU multiplies faster): the same grid as their batch-1 kernels. Resumable: a scored format is skipped. About
-# 3-5 minutes a format on 2 cores.
+# int8; int4) into OUT/DTYPE/ (OUT default results/speed/dtype-dev); then a table of their BLEU in OUT/table.md.
+# At batch 32 the packed formats multiply by their dequantized weights (in bf16 or fp32, whichever this CPU
+# multiplies faster): the same grid as their batch-1 kernels. Resumable: a scored format is skipped. About 3-5
+# minutes a format on 2 cores.
 #   bash scripts/dtype_quality.sh
 #   OUT=results/speed/dtype-dev-zen1 DTYPES="float32 float16" bash scripts/dtype_quality.sh   # another machine's pair
 set -euo pipefail
