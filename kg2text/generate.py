@@ -77,18 +77,19 @@ class LoadedPrefix:
 
 
 def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None = None,
-                        dtype: str = "float32", onednn: bool | None = None) -> LoadedPrefix:
+                        dtype: str = "float32", onednn: bool | None = None, stack: bool = True) -> LoadedPrefix:
     """Load one run, or several task runs (``{"webnlg": RUN1, "e2e": RUN2}``), onto one backbone.
 
     Several task prefixes are stacked so that one batch can mix tasks row by row. ``dtype`` is the
     backbone's format for decoding: float32, bfloat16, float16, int8 or int4, and ``onednn`` whether its fp32 matmuls go
-    through oneDNN (by default where measured faster; see kg2text/hardware.py).
+    through oneDNN (by default where measured faster; see kg2text/hardware.py), ``stack`` whether sibling linear
+    layers run as one matmul (``hardware.stack_siblings``).
     """
     runs = {Path(runs).name: Path(runs)} if not isinstance(runs, dict) else runs
     loaded = {task: read_prefix(path) for task, path in runs.items()}
     first = next(iter(loaded.values()))[1]
     backbone = backbone or load_backbone(first["backbone"])
-    prepare_for_decoding(backbone.model, dtype, onednn)
+    prepare_for_decoding(backbone.model, dtype, onednn, stack)
     for task, (_, header) in loaded.items():
         check_compatible(header, backbone, runs[task])
     tensors = [t.to(device=backbone.model.device, dtype=backbone.model.dtype) for t, _ in loaded.values()]

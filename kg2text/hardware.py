@@ -24,6 +24,9 @@ switched on by itself, each with its BLEU change measured beside its speed (``kg
   int8's bytes. Why 4 bits lose little here: SmolLM2 comes as a GGUF file whose linear layers are Q4_1, which is
   exactly this grid (``w = d * q + m``, q in 0..15, per block of 32 inputs), so the quantizer recovers those
   weights up to the bf16 rounding of ``d`` and ``m``; on other backbones it is ordinary 4-bit rounding.
+
+In every format, the sibling linear layers of a Llama-family backbone (q/k/v; gate/up) decode as one matmul each
+(``StackedLinear``): at a few rows a matmul's fixed cost is much of its time (5% of a float16 step here).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DECODE_DTYPES = (*DTYPES, "float16", "int8", "int4")
 PACKED_KERNEL_MAX_ROWS = 16  # from here on a plain GEMM by the dequantized weight (see PackedLinear)
 INT4_GROUP = 32
+SIBLING_LINEARS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # Llama family: each on one input
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
@@ -307,6 +311,65 @@ class Int4Linear(PackedLinear):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight_int4, INT4_GROUP, self.scales_and_offsets)
 
 
+class StackedLinear(torch.nn.Module):
+    """Sibling linear layers that a model calls one after another on the same input (``SIBLING_LINEARS``: Llama's
+    q/k/v projections, its MLP's gate and up) as one matmul: their weights stacked into one plain linear layer
+    (``stacked``, which each decoding format converts as any other), multiplied at the first sibling's call, each
+    sibling handed its slice.
+
+    Why: at decoding's few rows a matmul's fixed cost is much of its time: on an AMD EPYC (Zen 1) a one-row step of
+    SmolLM2 took 71.8 ms stacked and 75.7 apart in float16, 89.6 and 93.5 in fp32; int8 gained nothing (65.3 and
+    64.2: results/speed/stack_probe.md, ``python scripts/stack_probe.py``). The product is reused only for the very
+    tensor it was computed from, unchanged since (same object, same version counter); any other input is multiplied
+    afresh, so the result is always the siblings' own."""
+
+    def __init__(self, layers: list[torch.nn.Module]):
+        super().__init__()
+        weights = [layer.weight.detach() for layer in layers]
+        self.widths = [len(weight) for weight in weights]
+        has_bias = any(layer.bias is not None for layer in layers)
+        self.stacked = torch.nn.Linear(weights[0].shape[1], sum(self.widths), bias=has_bias, device=weights[0].device,
+                                       dtype=weights[0].dtype).requires_grad_(False)
+        with torch.no_grad():
+            self.stacked.weight.copy_(torch.cat(weights))
+            if has_bias:
+                self.stacked.bias.copy_(torch.cat([torch.zeros_like(layer.weight[:, 0]) if layer.bias is None
+                                                   else layer.bias for layer in layers]))
+        self._input: tuple[torch.Tensor, int] | None = None
+        self._outputs: tuple[torch.Tensor, ...] = ()
+
+    def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self._input is None or self._input[0] is not x or self._input[1] != x._version:
+            self._input, self._outputs = (x, x._version), self.stacked(x).split(self.widths, -1)
+        out = self._outputs[index]
+        if index == len(self.widths) - 1:  # the last sibling: let the input and product go
+            self._input, self._outputs = None, ()
+        return out
+
+
+class SiblingLinear(torch.nn.Module):
+    """One of a ``StackedLinear``'s layers, in its place in the model."""
+
+    def __init__(self, shared: StackedLinear, index: int):
+        super().__init__()
+        self.shared, self.index = shared, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared.output(self.index, x)
+
+
+def stack_siblings(model: torch.nn.Module) -> int:
+    """Replace each group of ``SIBLING_LINEARS`` by one ``StackedLinear`` (decoding only: frozen weights); returns
+    how many groups."""
+    groups = [(parent, names) for parent in model.modules() for names in SIBLING_LINEARS
+              if all(isinstance(getattr(parent, name, None), torch.nn.Linear) for name in names)]
+    for parent, names in groups:
+        shared = StackedLinear([getattr(parent, name) for name in names])
+        for index, name in enumerate(names):
+            setattr(parent, name, SiblingLinear(shared, index))
+    return len(groups)
+
+
 def _linear_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
     """(parent, attribute, layer) of every ``nn.Linear`` and GPT-2 ``Conv1D`` in ``model``."""
     from transformers.pytorch_utils import Conv1D
@@ -315,9 +378,10 @@ def _linear_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, t
             if isinstance(child, torch.nn.Linear | Conv1D)]
 
 
-def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None = None) -> None:
+def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None = None, stack: bool = True) -> None:
     """Put a frozen backbone into ``name`` (float32, bfloat16, float16, int8 or int4) for decoding, in place; its
-    fp32 matmuls through ``OneDnnLinear`` if ``onednn`` (by default where ``onednn_is_faster``)."""
+    fp32 matmuls through ``OneDnnLinear`` if ``onednn`` (by default where ``onednn_is_faster``), its sibling
+    linear layers stacked (``stack_siblings``) if ``stack``."""
     if name not in DECODE_DTYPES:
         raise UserError(f"unknown --dtype {name!r}; choose one of: {', '.join(DECODE_DTYPES)}")
     if name == "float16" and (model.device.type != "cpu" or not Float16Linear.available()):
@@ -325,6 +389,8 @@ def prepare_for_decoding(model: torch.nn.Module, name: str, onednn: bool | None 
                         "use float32 or bfloat16 here")
     fp32_activations = name in ("float32", "float16")  # int8/int4 compute in bf16: the same warning as bfloat16
     model.to(backbone_dtype("float32" if fp32_activations else "bfloat16"))
+    if stack:
+        stack_siblings(model)
     if name == "bfloat16":
         return
 

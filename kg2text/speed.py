@@ -205,7 +205,7 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     bf16 = native_bf16()
     ceiling = _ceilings(backbone, bf16)
 
-    baseline = load_for_generation(run, onednn=False)  # kg2text before its own loop: torch's matmuls too
+    baseline = load_for_generation(run, onednn=False, stack=False)  # kg2text before its own loop: torch's matmuls
     print(f"speed: kg2text's fp32 matmuls: {kernels}'s", flush=True)
     decoders = {"kg2text": kg2text,
                 "baseline": lambda prompts_, config: decode_prompts(baseline.lm, prompts_,

@@ -337,3 +337,58 @@ def test_fp32_decoding_multiplies_through_onednn_where_measured_faster(trained_r
         config = DecodeConfig(num_beams=beams, max_new_tokens=8, batch_size=batch)
         sentences = decode_prompts(chosen.lm, prompts, config)
         assert all(sentences) and sentences == decode_prompts(plain.lm, prompts, config)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 40])
+def test_stacked_siblings_give_each_layers_own_output_and_reuse_only_an_unchanged_input(rows):
+    from kg2text.hardware import SiblingLinear, StackedLinear
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(32, 16), torch.nn.Linear(32, 8, bias=False), torch.nn.Linear(32, 24)]
+    stacked = StackedLinear(layers)
+    siblings = [SiblingLinear(stacked, i) for i in range(3)]
+    assert stacked.widths == [16, 8, 24] and stacked.stacked.weight.shape == (48, 32)
+    x = torch.randn(rows, 3, 32)
+    with torch.no_grad():
+        for sibling, layer in zip(siblings, layers, strict=True):
+            assert torch.allclose(sibling(x), layer(x), atol=1e-6)
+        first = siblings[0](x)
+        x.mul_(2)  # changed in place between two siblings' calls: multiplied afresh
+        assert torch.allclose(siblings[1](x), layers[1](x), atol=1e-6)
+        assert not torch.allclose(siblings[1](x), layers[1](x / 2), atol=1e-3)
+        other = torch.randn(rows, 3, 32)  # another tensor: its own product
+        siblings[0](x)
+        assert torch.allclose(siblings[1](other), layers[1](other), atol=1e-6)
+    assert first.shape == (rows, 3, 16)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "int4"])
+def test_llama_siblings_decode_stacked_as_they_do_apart(dtype):
+    from kg2text.backbones import load_backbone
+    from kg2text.hardware import PackedLinear, SiblingLinear, StackedLinear, prepare_for_decoding
+    from kg2text.methods import build_tuner
+    from kg2text.model import TunedLM
+
+    if dtype == "float16" and "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("float16 needs FBGEMM (x86)")
+    lms = []
+    for stack in (False, True):
+        backbone = load_backbone("tiny-llama")
+        prepare_for_decoding(backbone.model, dtype, onednn=False, stack=stack)
+        tuner, _ = build_tuner("prefix", backbone, 5, 32, None, seed=0)
+        lm = TunedLM(backbone)
+        with torch.no_grad():
+            lm.use("prefix", (tuner() * 20).to(backbone.model.dtype))
+        lms.append(lm)
+    apart, stacked = (lm.backbone.model for lm in lms)
+    layers = apart.config.num_hidden_layers
+    assert not any(isinstance(m, SiblingLinear | StackedLinear) for m in apart.modules())
+    assert len([m for m in stacked.modules() if isinstance(m, SiblingLinear)]) == 5 * layers
+    assert len([m for m in stacked.modules() if isinstance(m, StackedLinear)]) == 2 * layers
+    if dtype != "float32":  # each stack converted once, as one layer: (q, k, v), (gate, up), o, down, the head
+        assert len([m for m in stacked.modules() if isinstance(m, PackedLinear)]) == 4 * layers + 1
+    prompts = [PROMPT, " | Alimentum : area : city centre <|endoftext|>", " | A : b : c <|endoftext|>"]
+    for beams in (1, 3):
+        config = DecodeConfig(num_beams=beams, max_new_tokens=8, batch_size=3)
+        sentences = decode_prompts(lms[1], prompts, config)
+        assert all(sentences) and sentences == decode_prompts(lms[0], prompts, config)
