@@ -328,8 +328,8 @@ class StackedLinear(torch.nn.Module):
         weights = [layer.weight.detach() for layer in layers]
         self.widths = [len(weight) for weight in weights]
         has_bias = any(layer.bias is not None for layer in layers)
-        self.stacked = torch.nn.Linear(weights[0].shape[1], sum(self.widths), bias=has_bias, device=weights[0].device,
-                                       dtype=weights[0].dtype).requires_grad_(False)
+        self.stacked = torch.nn.utils.skip_init(torch.nn.Linear, weights[0].shape[1], sum(self.widths), bias=has_bias,
+                                                device=weights[0].device, dtype=weights[0].dtype).requires_grad_(False)
         with torch.no_grad():
             self.stacked.weight.copy_(torch.cat(weights))
             if has_bias:
@@ -358,16 +358,14 @@ class SiblingLinear(torch.nn.Module):
         return self.shared.output(self.index, x)
 
 
-def stack_siblings(model: torch.nn.Module) -> int:
-    """Replace each group of ``SIBLING_LINEARS`` by one ``StackedLinear`` (decoding only: frozen weights); returns
-    how many groups."""
+def stack_siblings(model: torch.nn.Module) -> None:
+    """Replace each group of ``SIBLING_LINEARS`` by one ``StackedLinear`` (decoding only: frozen weights)."""
     groups = [(parent, names) for parent in model.modules() for names in SIBLING_LINEARS
               if all(isinstance(getattr(parent, name, None), torch.nn.Linear) for name in names)]
     for parent, names in groups:
         shared = StackedLinear([getattr(parent, name) for name in names])
         for index, name in enumerate(names):
             setattr(parent, name, SiblingLinear(shared, index))
-    return len(groups)
 
 
 def _linear_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
