@@ -116,6 +116,19 @@ def gemm_gflops(shapes: list[tuple[int, int]], dtype: torch.dtype, rows: int, tr
     return best
 
 
+def memory_read_gbps(megabytes: int = 512, trials: int = 3) -> float:
+    """GB/s at which this machine reads memory (``torch.sum`` over ``megabytes`` of fp32, far beyond any cache; the
+    best of ``trials``): the ceiling of one-row decoding, which streams every weight from memory once per forward."""
+    data = torch.ones(megabytes * 2**20 // 4)
+    data.sum()
+    best = float("inf")
+    for _ in range(trials):
+        started = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - started)
+    return data.numel() * 4 / best / 1e9
+
+
 def _multiply_by(b: torch.Tensor, kernel: str):
     """``a -> a @ b`` through ``kernel`` (``gemm_gflops``)."""
     if kernel == "mm":

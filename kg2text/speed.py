@@ -6,17 +6,19 @@ torch's own fp32 matmuls: what kg2text decoded with before its own loop) and ``p
 exported to PEFT and decoded by PEFT, after checking that PEFT really applies it). Settings and engines
 alternate, ``repeats`` times, and the median is reported, so a machine that slows down mid-run slows
 everyone. The GEMM ceiling is measured here at the backbone's own shapes, and throughput is also given as a
-fraction of it.
+fraction of it: training's FLOPs, and decoding's, against it; one-row decoding's weight bytes streamed per second
+against this machine's memory read rate (``hardware.memory_read_gbps``), the limit of a forward of one row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +29,16 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import read_records
 from kg2text.export import export_peft
 from kg2text.generate import DecodeConfig, LoadedPrefix, decode_batched, decode_prompts, load_for_generation
-from kg2text.hardware import Float16Linear, OneDnnLinear, cpu_info, gemm_gflops, linear_shapes, native_bf16
+from kg2text.hardware import (
+    INT4_GROUP,
+    Float16Linear,
+    OneDnnLinear,
+    cpu_info,
+    gemm_gflops,
+    linear_shapes,
+    memory_read_gbps,
+    native_bf16,
+)
 from kg2text.linearize import get_format, model_prompt
 from kg2text.metrics import corpus_bleu
 
@@ -63,7 +74,7 @@ def _prompts(backbone: Backbone, header: dict, count: int):
     return [model_prompt(fmt.linearize(r.items), backbone.separator) for r in chosen], chosen
 
 
-def _peft_decoder(run: Path, backbone_name: str, length: int) -> Decoder:
+def _peft_decoder(run: Path, backbone_name: str, length: int) -> tuple[Decoder, torch.nn.Module]:
     import peft
 
     backbone = load_backbone(backbone_name)
@@ -72,7 +83,41 @@ def _peft_decoder(run: Path, backbone_name: str, length: int) -> Decoder:
     model.eval()
     require_adapter_effect(model, backbone)
     generate_batch = generate_with(model)
-    return lambda prompts, config: decode_batched(backbone, prompts, config, generate_batch, length)
+    return (lambda prompts, config: decode_batched(backbone, prompts, config, generate_batch, length)), backbone.model
+
+
+@dataclass
+class Work:
+    """What one decode computed: ``tokens`` fed through the transformer layers (rows x positions, padding included),
+    ``head_rows`` scored by the LM head, ``forwards`` of the model (each reads every weight once)."""
+
+    tokens: int = 0
+    head_rows: int = 0
+    forwards: int = 0
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def counting_work(model: torch.nn.Module) -> Iterator[Work]:
+    """Count a transformers causal LM's ``Work`` while the block runs, whoever drives it (kg2text's loop,
+    ``generate``, PEFT): hooks on its transformer body and its LM head, removed afterwards."""
+    work = Work()
+
+    def on_body(_module, args: tuple, kwargs: dict) -> None:
+        fed = next(x for x in (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), *args[:1]) if x is not None)
+        work.tokens += fed.shape[0] * fed.shape[1]
+        work.forwards += 1
+
+    def on_head(_module, args: tuple) -> None:
+        work.head_rows += args[0].numel() // args[0].shape[-1]
+
+    handles = [model.base_model.register_forward_pre_hook(on_body, with_kwargs=True),
+               model.get_output_embeddings().register_forward_pre_hook(on_head)]
+    try:
+        yield work
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _timed(decode: Decoder, prompts: list[str], config: DecodeConfig) -> tuple[float, float, list[str]]:
@@ -82,11 +127,13 @@ def _timed(decode: Decoder, prompts: list[str], config: DecodeConfig) -> tuple[f
     return len(prompts) / elapsed, sum(len(o.split()) for o in outputs) / elapsed, outputs
 
 
-def decoding(decoders: dict[str, Decoder], prompts: list[str], repeats: int, max_new_tokens: int,
-             batch1_inputs: int) -> tuple[dict, dict]:
-    """Sentences/s (median of ``repeats``) for each setting and decoder; plus the outputs of the last repeat."""
+def decoding(decoders: dict[str, Decoder], models: dict[str, torch.nn.Module], prompts: list[str], repeats: int,
+             max_new_tokens: int, batch1_inputs: int) -> tuple[dict, dict, dict]:
+    """Sentences/s (median of ``repeats``) for each setting and decoder (``models``: the model each decodes with);
+    plus the outputs and the ``Work`` of the last repeat."""
     samples: dict[str, dict[str, list[float]]] = {s: {d: [] for d in decoders} for s in SETTINGS}
     outputs: dict[tuple[str, str], list[str]] = {}
+    work: dict[str, dict[str, dict]] = {s: {} for s in SETTINGS}
     for decode in decoders.values():  # warm-up: first calls allocate and pick kernels
         decode(prompts[:2], DecodeConfig(num_beams=2, max_new_tokens=4, batch_size=2))
     for repeat in range(repeats):
@@ -94,12 +141,14 @@ def decoding(decoders: dict[str, Decoder], prompts: list[str], repeats: int, max
             chosen = prompts[:batch1_inputs] if batch == 1 else prompts
             config = DecodeConfig(num_beams=beams, max_new_tokens=max_new_tokens, batch_size=batch)
             for name, decode in decoders.items():
-                sentences_per_s, words_per_s, out = _timed(decode, chosen, config)
+                with counting_work(models[name]) as done:
+                    sentences_per_s, words_per_s, out = _timed(decode, chosen, config)
+                done.seconds = len(chosen) / sentences_per_s
                 samples[setting][name].append(sentences_per_s)
-                outputs[setting, name] = out
+                outputs[setting, name], work[setting][name] = out, asdict(done)
                 print(f"speed: repeat {repeat + 1}/{repeats} {setting:>10} {name:>13}: {sentences_per_s:6.2f} sent/s "
                       f"({words_per_s:6.1f} words/s)", flush=True)
-    return {s: {d: statistics.median(v) for d, v in by.items()} for s, by in samples.items()}, outputs
+    return {s: {d: statistics.median(v) for d, v in by.items()} for s, by in samples.items()}, outputs, work
 
 
 def peft_train_tokens_per_s(backbone_name: str, steps: int, batch_size: int) -> float:
@@ -185,6 +234,31 @@ def training_flops_per_token(backbone: Backbone) -> float:
 DECODE_VARIANT_NAMES = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8", "int4": "int4"}
 
 
+# bytes per weight that a forward of each decoder reads: (transformer layers, LM head); int4: a bf16 scale and offset
+# per group of INT4_GROUP weights, its head int8 (int8's scale per output channel: a few bytes per thousand weights)
+WEIGHT_BYTES = {"kg2text": (4, 4), "baseline": (4, 4), "peft": (4, 4), "kg2text_bf16": (2, 2), "kg2text_fp16": (2, 2),
+                "kg2text_int8": (1, 1), "kg2text_int4": (0.5 + 4 / INT4_GROUP, 1)}
+
+
+def decoding_rates(work: dict, backbone: Backbone) -> dict:
+    """Each decode's ``Work`` with its rates added: ``gflops`` (2 FLOPs per weight of the transformer layers per token
+    fed, and of the LM head per row it scores; attention not counted) and ``weights_gbps`` (the weight bytes its
+    forwards read, ``WEIGHT_BYTES``), against which the GEMM ceiling and the memory read rate say how close it runs
+    to this machine's limits."""
+    head = backbone.model.get_output_embeddings().weight.numel()
+    layers = sum(p.numel() for p in backbone.model.parameters()) - backbone.model.get_input_embeddings().weight.numel()
+    rates = {}
+    for setting, by in work.items():
+        rates[setting] = {}
+        for name, done in by.items():
+            layer_bytes, head_bytes = WEIGHT_BYTES[name]
+            flops = 2 * layers * done["tokens"] + 2 * head * done["head_rows"]
+            streamed = done["forwards"] * (layers * layer_bytes + head * head_bytes)
+            rates[setting][name] = {**done, "gflops": flops / done["seconds"] / 1e9,
+                                    "weights_gbps": streamed / done["seconds"] / 1e9}
+    return rates
+
+
 def fp32_linear(backbone: Backbone) -> str:
     """Whose matmuls a backbone prepared for fp32 decoding runs: oneDNN's (``OneDnnLinear``) or torch's."""
     return "onednn" if any(isinstance(m, OneDnnLinear) for m in backbone.model.modules()) else "torch"
@@ -203,24 +277,28 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     backbone, kernels = loaded.backbone, fp32_linear(loaded.backbone)
     prompts, records = _prompts(backbone, header, inputs)
     bf16 = native_bf16()
-    ceiling = _ceilings(backbone, bf16)
+    ceiling, bandwidth = _ceilings(backbone, bf16), memory_read_gbps()
 
     baseline = load_for_generation(run, onednn=False, stack=False)  # kg2text before its own loop: torch's matmuls
     print(f"speed: kg2text's fp32 matmuls: {kernels}'s", flush=True)
+    peft, peft_model = _peft_decoder(run, header["backbone"], loaded.lm.virtual_tokens)
     decoders = {"kg2text": kg2text,
                 "baseline": lambda prompts_, config: decode_prompts(baseline.lm, prompts_,
                                                                     replace(config, engine="hf")),
-                "peft": _peft_decoder(run, header["backbone"], loaded.lm.virtual_tokens)}
+                "peft": peft}
+    models = {"kg2text": backbone.model, "baseline": baseline.backbone.model, "peft": peft_model}
     runs_here = {"bfloat16": bf16, "float16": Float16Linear.available()}  # the others run on any CPU
     for dtype, name in DECODE_VARIANT_NAMES.items():
         if runs_here.get(dtype, True):
-            decoders[f"kg2text_{name}"] = _decoder_for(run, dtype)[0]
-    speed, outputs = decoding(decoders, prompts, repeats, max_new_tokens, batch1_inputs)
+            decoders[f"kg2text_{name}"], variant = _decoder_for(run, dtype)
+            models[f"kg2text_{name}"] = variant.backbone.model
+    speed, outputs, work = decoding(decoders, models, prompts, repeats, max_new_tokens, batch1_inputs)
     references = [r.references for r in records]
     quality = {name: corpus_bleu(outputs["b32-beam5", name], references) for name in decoders}
     train = training(header["backbone"], repeats, train_steps, 8, bf16)
     flops = training_flops_per_token(baseline.backbone)  # its linear layers as loaded, weights counted
     ceiling = _ceilings(backbone, bf16, ceiling)  # measured at both ends of the run
+    bandwidth = max(bandwidth, memory_read_gbps())
     for name, (_, _, key) in TRAINING_VARIANTS.items():
         train[key] = None if train[name] is None else train[name] * flops / 1e9
     train["ceiling_gflops"] = max(by[640] for name, by in ceiling.items() if name.startswith("float32"))
@@ -230,13 +308,50 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
             "backbone": header["backbone"], "prefix": str(run), "fp32_linear": kernels,
             "inputs": inputs, "batch1_inputs": batch1_inputs,
             "max_new_tokens": max_new_tokens, "repeats": repeats, "gemm_ceiling_gflops": ceiling,
-            **speed, "train": train, "bleu_b32_beam5": quality,
+            **speed, "train": train, "bleu_b32_beam5": quality, "memory_read_gbps": bandwidth,
+            "decoding_work": decoding_rates(work, baseline.backbone),
             "full_test_beam5_minutes": WEBNLG_TEST_ENTRIES / speed["b32-beam5"]["kg2text"] / 60,
             "full_test_beam5_minutes_fastest": WEBNLG_TEST_ENTRIES / max(speed["b32-beam5"].values()) / 60}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "speed.json", json.dumps(data, indent=2) + "\n")
     atomic_write_text(out / "speed.md", speed_markdown(data))
     return data
+
+
+# the GEMM ceiling each batch-32 setting's matmuls compare with: its rows (beam search: 160, nearer 640 than 32)
+LIMIT_ROWS = {"b32-greedy": 32, "b32-beam5": 640}
+
+
+def limits_markdown(data: dict) -> str:
+    """How close each decode ran to this machine's limit: batch 1 to the memory read rate (GB/s of weights
+    streamed), batch 32 to the fp32 GEMM ceiling (GFLOP/s), with the share of each."""
+    ceiling = {m: max(by[m] for name, by in data["gemm_ceiling_gflops"].items() if name.startswith("float32"))
+               for m in LIMIT_ROWS.values()}
+    names = list(data["decoding_work"]["b1-greedy"])
+    rows = []
+    for setting, by in data["decoding_work"].items():
+        if setting in LIMIT_ROWS:
+            limit = ceiling[LIMIT_ROWS[setting]]
+            cells = [f"{by[n]['gflops']:.0f} GFLOP/s ({100 * by[n]['gflops'] / limit:.0f}%)" for n in names]
+        else:
+            cells = [f"{by[n]['weights_gbps']:.1f} GB/s ({100 * by[n]['weights_gbps'] / data['memory_read_gbps']:.0f}%)"
+                     for n in names]
+        rows.append(f"| {setting} | {' | '.join(cells)} |")
+    forwards = ", ".join(f"{n} {by_name['forwards'] / data['batch1_inputs']:.1f}"
+                         for n, by_name in data["decoding_work"]["b1-greedy"].items())
+    return f"""How close decoding runs to this machine's limits (the last repeat's work). One row streams every weight
+from memory once per forward, so batch 1 is given in GB/s of weights read (fp32 4 bytes a weight, bf16/fp16 2, int8
+1, int4 0.625 with its head int8) against this machine's memory read rate, **{data['memory_read_gbps']:.1f} GB/s**
+(`torch.sum` over 512 MB, 2 threads); batch 32 in GFLOP/s (2 per weight of the transformer layers per token fed,
+padding included, and of the LM head per row scored; attention not counted) against the fp32 GEMM ceiling at 32
+rows for greedy ({ceiling[32]:.0f}) and at 640 for beam search's 160 rows ({ceiling[640]:.0f}):
+
+| setting | {' | '.join(names)} |
+|---|{'---:|' * len(names)}
+{chr(10).join(rows)}
+
+Forwards per sentence at b1-greedy (kg2text's loop drafts by prompt lookup): {forwards}.
+"""
 
 
 def speed_markdown(data: dict) -> str:
@@ -286,6 +401,7 @@ BLEU (sacrebleu) of the batch-32 beam-5 outputs on these {data['inputs']} entrie
 |---|{'---:|' * len(names)}
 | BLEU | {bleu} |
 
+{limits_markdown(data)}
 Full WebNLG test (1,862 entries), beam 5, batch 32, estimated from the rates above: fp32
 **{data['full_test_beam5_minutes']:.1f} minutes**, fastest variant {data['full_test_beam5_minutes_fastest']:.1f}
 minutes.

@@ -56,8 +56,21 @@ def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp
     assert set(ceilings) == {"float32", "float32_onednn"} | ({"bfloat16"} if native_bf16() else set())
     assert train["ceiling_gflops"] == max(ceilings["float32"]["640"], ceilings["float32_onednn"]["640"])
     assert data["fp32_linear"] in ("onednn", "torch")
+    work, bandwidth = data["decoding_work"], data["memory_read_gbps"]
+    assert set(work) == set(SETTINGS) and bandwidth > 0
+    for setting in SETTINGS:
+        assert set(work[setting]) == set(data[setting])
+        inputs = 1 if setting.startswith("b1-") else 4
+        for name, done in work[setting].items():  # one repeat: its time is the one behind the median
+            assert done["forwards"] > 0 and done["tokens"] >= done["head_rows"] >= done["forwards"]
+            assert done["gflops"] > 0 and done["weights_gbps"] > 0
+            assert done["seconds"] == pytest.approx(inputs / data[setting][name])
+    b1 = work["b1-greedy"]["kg2text"]
     table = (tmp_path / "speed.md").read_text()
     assert "| b32-beam5 |" in table and "Command: `kg2text benchmark --speed RUN`" in table
+    assert f"| b1-greedy | {b1['weights_gbps']:.1f} GB/s ({100 * b1['weights_gbps'] / bandwidth:.0f}%) |" in table
+    beam = work["b32-beam5"]["baseline"]["gflops"]
+    assert f"{beam:.0f} GFLOP/s ({100 * beam / train['ceiling_gflops']:.0f}%)" in table
     assert set(DTYPES) == {"float32", "bfloat16"} and {"kg2text_fp16", "kg2text_int8", "kg2text_int4"} <= set(
         data["b1-greedy"])  # fp16 on x86 (FBGEMM), which this suite runs on
 
@@ -392,3 +405,36 @@ def test_llama_siblings_decode_stacked_as_they_do_apart(dtype):
         config = DecodeConfig(num_beams=beams, max_new_tokens=8, batch_size=3)
         sentences = decode_prompts(lms[1], prompts, config)
         assert all(sentences) and sentences == decode_prompts(lms[0], prompts, config)
+
+
+@pytest.mark.parametrize("engine", ["kg2text", "hf"])
+def test_counting_work_counts_the_tokens_head_rows_and_forwards_of_a_decode(trained_run, engine):
+    from kg2text.decoding import greedy
+    from kg2text.speed import counting_work
+
+    lm = load_for_generation(trained_run).lm
+    model = lm.backbone.model
+    ids = torch.tensor([lm.backbone.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]] * 3)
+    mask = torch.ones_like(ids)
+    with counting_work(model) as work, torch.no_grad():
+        if engine == "kg2text":  # no end token (-1): every row takes all 5 tokens, 4 of them after the prefill
+            greedy(lm, ids, mask, 5, -1, torch.zeros(0, dtype=torch.long))
+        else:
+            model.generate(**lm.model_inputs(ids, mask), max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert (work.forwards, work.tokens, work.head_rows) == (5, 3 * ids.shape[1] + 3 * 4, 3 * 5)
+    model(input_ids=ids)  # the hooks are gone
+    assert work.forwards == 5
+
+
+def test_decoding_rates_count_two_flops_per_weight_and_the_bytes_of_each_format(tiny_gpt2):
+    from kg2text.speed import decoding_rates
+
+    model = tiny_gpt2.model
+    head = model.get_output_embeddings().weight.numel()
+    layers = sum(p.numel() for p in model.parameters()) - head  # GPT-2 ties its head to the input embedding
+    done = {"tokens": 100, "head_rows": 10, "forwards": 4, "seconds": 0.5}
+    rates = decoding_rates({"b1-greedy": {"kg2text": done, "kg2text_int4": done}}, tiny_gpt2)["b1-greedy"]
+    assert rates["kg2text"]["gflops"] == pytest.approx((2 * layers * 100 + 2 * head * 10) / 0.5 / 1e9)
+    assert rates["kg2text"]["weights_gbps"] == pytest.approx(4 * 4 * (layers + head) / 0.5 / 1e9)
+    assert rates["kg2text_int4"]["weights_gbps"] == pytest.approx(4 * (0.625 * layers + head) / 0.5 / 1e9)
+    assert rates["kg2text_int4"]["tokens"] == 100
