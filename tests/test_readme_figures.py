@@ -109,7 +109,23 @@ FIGURES = [
                                ("float16", "scores_challenge.all.bleu", "float16 {:.2f}"),
                                ("float16", "scores.all.bleu", "/ {:.2f}; chrF++"),
                                ("float16", "entity_coverage", "/ {:.2f}%; 298"))],
+    *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), fmt)
+      for key, fmt in (("decoding_work.b1-greedy.kg2text.weights_gbps", "streams {:.1f} GB/s of weights in fp32"),
+                       ("decoding_work.b1-greedy.kg2text_fp16.weights_gbps", "{:.1f} in float16"),
+                       ("memory_read_gbps", "memory read rate of {:.1f} GB/s"),
+                       ("decoding_work.b32-greedy.kg2text.gflops", "do {:.0f} GFLOP/s greedy"),
+                       ("decoding_work.b32-beam5.kg2text.gflops", "and {:.0f} at beam 5"),
+                       ("decoding_work.b32-greedy.baseline.gflops", "the baseline {:.0f} and"),
+                       ("decoding_work.b32-beam5.baseline.gflops", "and {:.0f}. Prompt lookup"),
+                       ("full_test_beam5_minutes", "≈ {:.1f} min fp32"))],
+    *[("| decoding speed, SmolLM2-135M", lambda name=name: _value(
+        "results/speed/speed.json", f"decoding_work.b1-greedy.{name}.forwards") / _value(
+        "results/speed/speed.json", "batch1_inputs"), fmt)
+      for name, fmt in (("kg2text", "Prompt lookup: {:.1f} forwards"), ("baseline", "the baseline's {:.1f}."))],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
+    ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.peft"), "PEFT {:.0f}"),
+    ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_compiled"),
+     "`--compile` fp32 {:.0f}"),
     ("| training tokens/s, batch 8", lambda: _shown_or(_value("results/speed/speed.json", "train.kg2text_bf16"),
                                                        "bf16 backbone {:.0f}", "bf16 backbone: n/a"), "{}"),
     *[("", lambda dtype=dtype: _value("results/speed/lookup.json", dtype), fmt) for dtype, fmt in (
