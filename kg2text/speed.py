@@ -221,13 +221,18 @@ def training_flops_per_token(backbone: Backbone) -> float:
     transformer layers, plus the LM head on target tokens only (their share of the training set's tokens)."""
     from kg2text.training import TrainConfig, load_training_set
 
-    model = backbone.model
-    embedding = model.get_input_embeddings().weight.numel()
-    layers = sum(p.numel() for p in model.parameters()) - embedding
+    head = backbone.model.get_output_embeddings().weight.numel()
     examples = load_training_set(TrainConfig(output="", backbone=backbone.name), backbone)
     targets = sum(sum(label != -100 for label in row) for row in examples["labels"])
     share = targets / sum(len(row) for row in examples["input_ids"])
-    return 4 * layers + 4 * embedding * share
+    return 4 * layer_weights(backbone.model) + 4 * head * share
+
+
+def layer_weights(model: torch.nn.Module) -> int:
+    """The weights of a causal LM's transformer layers: all but its input embedding and an untied LM head."""
+    embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    untied_head = 0 if head is embedding else head.numel()
+    return sum(p.numel() for p in model.parameters()) - embedding.numel() - untied_head
 
 
 # kg2text's other decoding formats in the speed benchmark: --dtype -> the name after "kg2text_"
@@ -245,8 +250,7 @@ def decoding_rates(work: dict, backbone: Backbone) -> dict:
     fed, and of the LM head per row it scores; attention not counted) and ``weights_gbps`` (the weight bytes its
     forwards read, ``WEIGHT_BYTES``), against which the GEMM ceiling and the memory read rate say how close it runs
     to this machine's limits."""
-    head = backbone.model.get_output_embeddings().weight.numel()
-    layers = sum(p.numel() for p in backbone.model.parameters()) - backbone.model.get_input_embeddings().weight.numel()
+    head, layers = backbone.model.get_output_embeddings().weight.numel(), layer_weights(backbone.model)
     rates = {}
     for setting, by in work.items():
         rates[setting] = {}

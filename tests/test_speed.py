@@ -438,3 +438,16 @@ def test_decoding_rates_count_two_flops_per_weight_and_the_bytes_of_each_format(
     assert rates["kg2text"]["weights_gbps"] == pytest.approx(4 * 4 * (layers + head) / 0.5 / 1e9)
     assert rates["kg2text_int4"]["weights_gbps"] == pytest.approx(4 * (0.625 * layers + head) / 0.5 / 1e9)
     assert rates["kg2text_int4"]["tokens"] == 100
+
+
+def test_layer_weights_leave_out_the_embedding_and_the_lm_head_tied_or_not():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kg2text.speed import layer_weights
+
+    def model(tied: bool):
+        return LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, tie_word_embeddings=tied))
+
+    per_layer = 4 * 16 * 16 + 3 * 16 * 32 + 2 * 16  # q, k, v, o; gate, up, down; two norms
+    assert layer_weights(model(True)) == layer_weights(model(False)) == 2 * per_layer + 16  # and the final norm
