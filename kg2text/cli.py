@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--speed", type=Path, metavar="RUN",
                        help="instead of the quality comparison: decoding (4 settings) and training speed of kg2text, "
                        "the baseline (transformers' generate) and PEFT on this trained run, median of --repeats "
-                       "alternated runs, with this CPU's measured GEMM ceiling; writes results/speed/")
+                       "alternated runs, with this CPU's measured GEMM ceiling and memory read rate and how close each "
+                       "decode and training run to them; writes results/speed/")
     bench.add_argument("--repeats", type=int, default=3, help="--speed: alternated repeats (default: 3)")
     bench.add_argument("--inputs", type=int, default=64,
                        help="--speed: WebNLG test prompts decoded at batch 32, a quarter of them at batch 1 "
