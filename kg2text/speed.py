@@ -94,7 +94,6 @@ class Work:
     tokens: int = 0
     head_rows: int = 0
     forwards: int = 0
-    seconds: float = 0.0
 
 
 @contextlib.contextmanager
@@ -130,7 +129,7 @@ def _timed(decode: Decoder, prompts: list[str], config: DecodeConfig) -> tuple[f
 def decoding(decoders: dict[str, Decoder], models: dict[str, torch.nn.Module], prompts: list[str], repeats: int,
              max_new_tokens: int, batch1_inputs: int) -> tuple[dict, dict, dict]:
     """Sentences/s (median of ``repeats``) for each setting and decoder (``models``: the model each decodes with);
-    plus the outputs and the ``Work`` of the last repeat."""
+    plus the outputs and the ``Work`` (with its time) of the last repeat."""
     samples: dict[str, dict[str, list[float]]] = {s: {d: [] for d in decoders} for s in SETTINGS}
     outputs: dict[tuple[str, str], list[str]] = {}
     work: dict[str, dict[str, dict]] = {s: {} for s in SETTINGS}
@@ -143,9 +142,9 @@ def decoding(decoders: dict[str, Decoder], models: dict[str, torch.nn.Module], p
             for name, decode in decoders.items():
                 with counting_work(models[name]) as done:
                     sentences_per_s, words_per_s, out = _timed(decode, chosen, config)
-                done.seconds = len(chosen) / sentences_per_s
                 samples[setting][name].append(sentences_per_s)
-                outputs[setting, name], work[setting][name] = out, asdict(done)
+                outputs[setting, name] = out
+                work[setting][name] = {**asdict(done), "seconds": len(chosen) / sentences_per_s}
                 print(f"speed: repeat {repeat + 1}/{repeats} {setting:>10} {name:>13}: {sentences_per_s:6.2f} sent/s "
                       f"({words_per_s:6.1f} words/s)", flush=True)
     return {s: {d: statistics.median(v) for d, v in by.items()} for s, by in samples.items()}, outputs, work
