@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kg2text import llama_forward
 from kg2text.model import TunedLM
 from kg2text.prefix import PrefixShape, grouped_attention
 
@@ -175,15 +176,16 @@ def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, ever
              rows: slice | None = None, start: int | None = None) -> torch.Tensor:
     """One forward through the cache (``KVCache.begin``'s ``rows`` and ``start``); returns the next-token logits
     (fp32) of each row's last position (or of every position fed)."""
-    body, head = lm.backbone.model.base_model, lm.backbone.model.get_output_embeddings()
+    model = lm.backbone.model
     lm.injector.cache = cache
     cache.begin(mask, rows, start)
     try:
-        hidden = body(**inputs, use_cache=False).last_hidden_state
+        hidden = llama_forward.hidden_states(model, cache, **inputs) if llama_forward.supports(model) \
+            else model.base_model(**inputs, use_cache=False).last_hidden_state
     finally:
         cache.end()
         lm.injector.cache = None
-    return head(hidden if every_position else hidden[:, -1]).float()
+    return model.get_output_embeddings()(hidden if every_position else hidden[:, -1]).float()
 
 
 def _prefill(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:

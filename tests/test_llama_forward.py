@@ -1,0 +1,82 @@
+"""The lean Llama forward of the decoding loop (kg2text/llama_forward.py) against transformers' own forward."""
+
+import pytest
+import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+import kg2text.decoding
+from kg2text import llama_forward
+from kg2text.backbones import load_backbone
+from kg2text.decoding import KVCache, _forward
+from kg2text.generate import DecodeConfig, decode_prompts
+from kg2text.hardware import prepare_for_decoding
+from kg2text.model import TunedLM
+from kg2text.prefix import PrefixShape
+from tests.test_decoding import PROMPTS, tuned
+
+
+def test_rotation_matrix_turns_queries_as_transformers_rotary_embedding_does():
+    model = load_backbone("tiny-llama").model
+    torch.manual_seed(0)
+    positions = torch.tensor([[3, 4, 5], [0, 1, 7]])
+    query = torch.randn(2, 3, 4, model.config.head_dim)  # (B, n, heads, D)
+    cos, sin = model.model.rotary_emb(query, positions)
+    expected, _ = apply_rotary_pos_emb(query.transpose(1, 2), query.transpose(1, 2), cos, sin)
+    turned = torch.matmul(query, llama_forward.rotation(cos, sin))
+    torch.testing.assert_close(turned.transpose(1, 2), expected, rtol=0, atol=1e-6)
+
+
+def test_supports_only_transformers_llama_with_fp32_activations():
+    assert llama_forward.supports(load_backbone("tiny-llama").model)
+    assert not llama_forward.supports(load_backbone("tiny-gpt2").model)
+    assert not llama_forward.supports(load_backbone("tiny-llama").model.to(torch.bfloat16))
+
+
+def _logits_both_ways(lm: TunedLM, monkeypatch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Logits of a left-padded prefill of 2 rows and of one step after it, by the lean forward and by transformers'."""
+    tokenizer, model = lm.backbone.tokenizer, lm.backbone.model
+    ids = torch.tensor([tokenizer(" | A : b : c", add_special_tokens=False)["input_ids"][-4:],
+                        [tokenizer.pad_token_id] + tokenizer(" | X : y", add_special_tokens=False)["input_ids"][-3:]])
+    mask = (ids != tokenizer.pad_token_id).long()
+    shape = PrefixShape.of(model)
+    results = []
+    for lean in (True, False):
+        monkeypatch.setattr(llama_forward, "supports", lambda _model, lean=lean: lean)
+        inputs = lm.model_inputs(ids, mask)
+        prefill_mask = inputs.pop("attention_mask")
+        cache = KVCache((shape.layers, 2, shape.kv_heads, 5 + ids.shape[1] + 1, shape.head_dim), 5, 2,
+                        torch.float32, model.device)
+        cache.write_prefix(lm.prefix, None)
+        prefill = _forward(lm, cache, inputs, prefill_mask, every_position=True)
+        step_inputs = {"input_ids": torch.tensor([[7], [9]]), "position_ids": inputs["position_ids"][:, -1:] + 1}
+        results.append([prefill, _forward(lm, cache, step_inputs, torch.ones(2, 1, dtype=torch.long))])
+    return results[0], results[1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_lean_forward_gives_transformers_logits_through_the_cache(dtype, monkeypatch):
+    backbone = load_backbone("tiny-llama")
+    prepare_for_decoding(backbone.model, dtype)  # siblings stacked; float16: FBGEMM's fp16-weight matmuls
+    lm = tuned(backbone, "prefix")
+    lean, reference = _logits_both_ways(lm, monkeypatch)
+    real = torch.tensor([[True] * 4, [False] + [True] * 3])  # the padding position's logits mean nothing
+    torch.testing.assert_close(lean[0][real], reference[0][real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lean[1], reference[1], rtol=1e-5, atol=1e-5)
+    assert lean[1].shape == (2, backbone.model.config.vocab_size)
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_decoding_with_the_lean_forward_gives_the_same_tokens_as_without(method, beams, monkeypatch):
+    backbone = load_backbone("tiny-llama")
+    prepare_for_decoding(backbone.model, "float32")
+    lm = tuned(backbone, method)
+    decode = DecodeConfig(num_beams=beams, max_new_tokens=10, batch_size=3)
+    calls = []
+    lean_hidden_states = llama_forward.hidden_states
+    monkeypatch.setattr(llama_forward, "hidden_states", lambda *a, **k: calls.append(1) or lean_hidden_states(*a, **k))
+    lean = decode_prompts(lm, PROMPTS, decode)
+    assert calls  # the lean forward ran
+    monkeypatch.setattr(kg2text.decoding.llama_forward, "supports", lambda _model: False)
+    assert decode_prompts(lm, PROMPTS, decode) == lean
+    assert len(set(lean)) == len(PROMPTS)
