@@ -96,21 +96,29 @@ class Work:
     forwards: int = 0
 
 
+def final_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """The norm after a causal LM's last transformer layer (Llama's ``norm``, GPT-2's ``ln_f``; inside a PEFT
+    model, its base model's): every token a forward feeds passes it once, whichever code runs the layers
+    (transformers' forward, ``llama_forward``, PEFT)."""
+    transformer = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = transformer.base_model
+    return body.norm if hasattr(body, "norm") else body.ln_f
+
+
 @contextlib.contextmanager
 def counting_work(model: torch.nn.Module) -> Iterator[Work]:
     """Count a transformers causal LM's ``Work`` while the block runs, whoever drives it (kg2text's loop,
-    ``generate``, PEFT): hooks on its transformer body and its LM head, removed afterwards."""
+    ``generate``, PEFT): hooks on its final norm (``final_norm``) and its LM head, removed afterwards."""
     work = Work()
 
-    def on_body(_module, args: tuple, kwargs: dict) -> None:
-        fed = next(x for x in (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), *args[:1]) if x is not None)
-        work.tokens += fed.shape[0] * fed.shape[1]
+    def on_norm(_module, args: tuple) -> None:
+        work.tokens += args[0].numel() // args[0].shape[-1]
         work.forwards += 1
 
     def on_head(_module, args: tuple) -> None:
         work.head_rows += args[0].numel() // args[0].shape[-1]
 
-    handles = [model.base_model.register_forward_pre_hook(on_body, with_kwargs=True),
+    handles = [final_norm(model).register_forward_pre_hook(on_norm),
                model.get_output_embeddings().register_forward_pre_hook(on_head)]
     try:
         yield work

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from test_decoding import PROMPTS, tuned
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-import kg2text.decoding
 from kg2text import llama_forward
 from kg2text.backbones import load_backbone
 from kg2text.decoding import KVCache, _forward
@@ -12,7 +12,6 @@ from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.hardware import prepare_for_decoding
 from kg2text.model import TunedLM
 from kg2text.prefix import PrefixShape
-from tests.test_decoding import PROMPTS, tuned
 
 
 def test_rotation_matrix_turns_queries_as_transformers_rotary_embedding_does():
@@ -77,6 +76,6 @@ def test_decoding_with_the_lean_forward_gives_the_same_tokens_as_without(method,
     monkeypatch.setattr(llama_forward, "hidden_states", lambda *a, **k: calls.append(1) or lean_hidden_states(*a, **k))
     lean = decode_prompts(lm, PROMPTS, decode)
     assert calls  # the lean forward ran
-    monkeypatch.setattr(kg2text.decoding.llama_forward, "supports", lambda _model: False)
+    monkeypatch.setattr(llama_forward, "supports", lambda _model: False)
     assert decode_prompts(lm, PROMPTS, decode) == lean
     assert len(set(lean)) == len(PROMPTS)

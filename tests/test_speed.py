@@ -407,13 +407,22 @@ def test_llama_siblings_decode_stacked_as_they_do_apart(dtype):
         assert all(sentences) and sentences == decode_prompts(lms[0], prompts, config)
 
 
+@pytest.mark.parametrize("backbone", ["tiny-gpt2", "tiny-llama"])  # tiny-llama: kg2text's loop runs llama_forward
 @pytest.mark.parametrize("engine", ["kg2text", "hf"])
-def test_counting_work_counts_the_tokens_head_rows_and_forwards_of_a_decode(trained_run, engine):
+def test_counting_work_counts_the_tokens_head_rows_and_forwards_of_a_decode(backbone, engine):
+    from kg2text import llama_forward
+    from kg2text.backbones import load_backbone
     from kg2text.decoding import greedy
+    from kg2text.methods import build_tuner
+    from kg2text.model import TunedLM
     from kg2text.speed import counting_work
 
-    lm = load_for_generation(trained_run).lm
+    lm = TunedLM(load_backbone(backbone))
+    tuner, _ = build_tuner("prefix", lm.backbone, 5, 32, None, seed=0)
+    with torch.no_grad():
+        lm.use("prefix", tuner())
     model = lm.backbone.model
+    assert llama_forward.supports(model) == (backbone == "tiny-llama")
     ids = torch.tensor([lm.backbone.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]] * 3)
     mask = torch.ones_like(ids)
     with counting_work(model) as work, torch.no_grad():
