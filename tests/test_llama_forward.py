@@ -7,11 +7,10 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from kg2text import llama_forward
 from kg2text.backbones import load_backbone
-from kg2text.decoding import KVCache, _forward
+from kg2text.decoding import _forward, _new_cache
 from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.hardware import prepare_for_decoding
 from kg2text.model import TunedLM
-from kg2text.prefix import PrefixShape
 
 
 def test_rotation_matrix_turns_queries_as_transformers_rotary_embedding_does():
@@ -33,19 +32,16 @@ def test_supports_only_transformers_llama_with_fp32_activations():
 
 def _logits_both_ways(lm: TunedLM, monkeypatch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Logits of a left-padded prefill of 2 rows and of one step after it, by the lean forward and by transformers'."""
-    tokenizer, model = lm.backbone.tokenizer, lm.backbone.model
+    tokenizer = lm.backbone.tokenizer
     ids = torch.tensor([tokenizer(" | A : b : c", add_special_tokens=False)["input_ids"][-4:],
                         [tokenizer.pad_token_id] + tokenizer(" | X : y", add_special_tokens=False)["input_ids"][-3:]])
     mask = (ids != tokenizer.pad_token_id).long()
-    shape = PrefixShape.of(model)
     results = []
     for lean in (True, False):
         monkeypatch.setattr(llama_forward, "supports", lambda _model, lean=lean: lean)
         inputs = lm.model_inputs(ids, mask)
         prefill_mask = inputs.pop("attention_mask")
-        cache = KVCache((shape.layers, 2, shape.kv_heads, 5 + ids.shape[1] + 1, shape.head_dim), 5, 2,
-                        torch.float32, model.device)
-        cache.write_prefix(lm.prefix, None)
+        cache = _new_cache(lm, 2, 2, ids.shape[1], 1, None)  # with the prefix in its first slots
         prefill = _forward(lm, cache, inputs, prefill_mask, every_position=True)
         step_inputs = {"input_ids": torch.tensor([[7], [9]]), "position_ids": inputs["position_ids"][:, -1:] + 1}
         results.append([prefill, _forward(lm, cache, step_inputs, torch.ones(2, 1, dtype=torch.long))])
