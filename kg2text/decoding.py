@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kg2text import kernels, llama_forward
+from kg2text import llama_forward
 from kg2text.model import TunedLM
 from kg2text.prefix import PrefixShape, grouped_attention
 
@@ -112,19 +112,14 @@ class KVCache:
         self.values[:, rows, :, start:end] = 0
 
     def attend(self, module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs):
-        """The attention of one layer: store the new keys/values, attend over everything stored so far (one new
-        token per row in fp32 on a CPU through kg2text's own kernel where it is built, ``kernels.decode_attention``)."""
+        """The attention of one layer: store the new keys/values, attend over everything stored so far."""
         (rows, start), layer, n = self.span, module.layer_idx, key.shape[2]
         self.keys[layer, rows, :, start: start + n] = key
         self.values[layer, rows, :, start: start + n] = value
         keys = self.keys[layer, rows, :, : start + n]
         values = self.values[layer, rows, :, : start + n]
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        if n == 1 and keys.device.type == "cpu" and keys.dtype == torch.float32 and kernels.available():
-            out = kernels.decode_attention(query[:, :, 0].float(), keys, values, self.valid[rows, : start + n], scaling)
-        else:
-            out = grouped_attention(query.to(keys.dtype), keys, values, self.mask, scaling)
-        return out.to(query.dtype), None
+        return grouped_attention(query.to(keys.dtype), keys, values, self.mask, scaling).to(query.dtype), None
 
 
     def select(self, source: torch.Tensor, shared_until: int = 0) -> None:
