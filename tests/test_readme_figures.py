@@ -122,6 +122,10 @@ FIGURES = [
         "results/speed/speed.json", f"decoding_work.b1-greedy.{name}.forwards") / _value(
         "results/speed/speed.json", "batch1_inputs"), fmt)
       for name, fmt in (("kg2text", "Prompt lookup: {:.1f} forwards"), ("baseline", "the baseline's {:.1f}."))],
+    ("| decoding speed, SmolLM2-135M", lambda: _value("results/speed/full-test-zen1-lean/scores.json",
+                                                      "decode_seconds") / 60, "**measured {:.1f} min**"),
+    ("| decoding speed, SmolLM2-135M", lambda: _value("results/speed/full-test-zen1-lean/scores.json",
+                                                      "scores_challenge.all.bleu"), "challenge BLEU-A {:.2f}, 1,861"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.peft"), "PEFT {:.0f}"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_compiled"),
