@@ -14,14 +14,16 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from kg2text.backbones import Backbone
 from kg2text.errors import UserError
-from kg2text.methods import artifact_shape, virtual_length
+
+if TYPE_CHECKING:  # kept out of the import: a header alone is read before transformers is (``read_header``)
+    from kg2text.backbones import Backbone
 
 PREFIX_FILE = "prefix.safetensors"
 SHIPPED_DIR = Path(__file__).resolve().parent / "prefixes"  # prefixes that come with the package, by task name
@@ -106,15 +108,10 @@ def _prefix_path(run: Path) -> Path:
 def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
     """Load a prefix file and its header, refusing anything damaged or not made by kg2text."""
     path = _prefix_path(run)
-    try:
-        tensors = load_file(path)
-        with safe_open(path, "pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable safetensors prefix ({err}); it may be truncated") from None
-    if "kg2text" not in metadata or set(tensors) != {"prefix"}:
+    tensors = _readable(path, load_file)
+    if set(tensors) != {"prefix"}:
         raise UserError(f"{path} was not written by kg2text (no kg2text header or unexpected tensors)")
-    header = _checked_header(path, metadata["kg2text"])
+    header = read_header(path)
     prefix = tensors["prefix"]
     if header["sha256"] != tensor_digest(prefix) or list(prefix.shape) != header["shape"] \
             or str(prefix.dtype).removeprefix("torch.") != header["dtype"]:
@@ -122,6 +119,32 @@ def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
     if not torch.isfinite(prefix.float()).all():
         raise UserError(f"{path} holds NaN or infinite values; retrain or restore it")
     return prefix, header
+
+
+def read_header(run: Path) -> dict:
+    """A prefix file's checked header alone, its tensor not loaded (``read_prefix`` checks both).
+
+    Why: the header names each task's input format, so inputs are parsed and a bad one refused before the
+    backbone, and transformers with it, is loaded (seconds on 2 cores).
+    """
+    path = _prefix_path(run)
+    metadata = _readable(path, _metadata)
+    if "kg2text" not in metadata:
+        raise UserError(f"{path} was not written by kg2text (no kg2text header or unexpected tensors)")
+    return _checked_header(path, metadata["kg2text"])
+
+
+def _metadata(path: Path) -> dict:
+    with safe_open(path, "pt") as handle:
+        return handle.metadata() or {}
+
+
+def _readable(path: Path, read: Callable[[Path], dict]):
+    """``read(path)``, a damaged or unreadable file refused in one clear line."""
+    try:
+        return read(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable safetensors prefix ({err}); it may be truncated") from None
 
 
 def _checked_header(path: Path, text: str) -> dict:
@@ -143,10 +166,8 @@ def _checked_header(path: Path, text: str) -> dict:
     if header["format_version"] >= 2 and header.get("header_sha256") != header_digest(header):
         raise UserError(f"{path}: its kg2text header does not match its digest (edited or damaged); "
                         "retrain or restore it")
-    from kg2text.model import METHODS
-
     shape = header["shape"]
-    if header["method"] not in METHODS or len(shape) != ARTIFACT_RANK[header["method"]] \
+    if header["method"] not in ARTIFACT_RANK or len(shape) != ARTIFACT_RANK[header["method"]] \
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
         raise UserError(f"{path}: its kg2text header names an unknown method or an impossible shape; "
                         "retrain or restore it")
@@ -167,6 +188,8 @@ def control_categories_of(header: dict) -> list[str]:
 
 def check_compatible(header: dict, backbone: Backbone, source: Path) -> None:
     """Refuse a prefix trained for another backbone, naming both."""
+    from kg2text.methods import artifact_shape, virtual_length
+
     if header["backbone"] != backbone.name or header["backbone_fingerprint"] != backbone.fingerprint():
         raise UserError(f"{source} was trained for backbone {header['backbone']!r} "
                         f"(fingerprint {header['backbone_fingerprint']}), not {backbone.name!r} "

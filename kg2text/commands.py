@@ -1,4 +1,9 @@
-"""What each CLI command does, given parsed arguments (kept apart from argparse for testing)."""
+"""What each CLI command does, given parsed arguments (kept apart from argparse for testing).
+
+What imports transformers (kg2text's api, backbones, generation, training, export) is imported in the commands
+that use it: a typo in an input or a test file is refused before those seconds of importing, not after them
+and the backbone's load.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,23 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kg2text.api import Verbalizer, evaluate
-from kg2text.artifact import atomic_write_text, shipped_prefix
-from kg2text.backbones import load_backbone
-from kg2text.data import Record, evenly_spaced, file_format, read_pair_file, read_records
+from kg2text.artifact import atomic_write_text, read_header, shipped_prefix
+from kg2text.data import Record, evenly_spaced, file_format, file_format_of, read_pair_file, read_records
 from kg2text.errors import UserError
-from kg2text.export import export_peft
-from kg2text.generate import DecodeConfig, LoadedPrefix, generate_sentences, load_for_generation
-from kg2text.hardware import cpu_info
 from kg2text.inputs import read_inputs
-from kg2text.training import TrainConfig, file_format_of, train
+from kg2text.linearize import Format, get_format
+
+if TYPE_CHECKING:
+    from kg2text.generate import DecodeConfig, LoadedPrefix
+    from kg2text.training import TrainConfig
 
 
 def _decode_config(args: argparse.Namespace) -> DecodeConfig:
+    from kg2text.generate import DecodeConfig
+
     if args.rerank and args.num_beams < 2:
         raise UserError("--rerank chooses among the beam's sentences: it needs --num-beams 2 or more")
     return DecodeConfig(num_beams=args.num_beams, length_penalty=args.length_penalty,
@@ -32,10 +38,11 @@ def _decode_config(args: argparse.Namespace) -> DecodeConfig:
                         batch_size=args.batch_size, engine=args.decoder, rerank=args.rerank)
 
 
-def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:
-    """``--prefix RUN`` once, or ``--prefix task=RUN`` several times (one base model, many tasks)."""
+def _prefix_runs(specs: list[str]) -> dict[str, Path]:
+    """Task name -> run: ``--prefix RUN`` once, or ``--prefix task=RUN`` several times (one base model, many
+    tasks)."""
     if len(specs) == 1 and "=" not in specs[0]:
-        return Path(specs[0])
+        return {Path(specs[0]).name: Path(specs[0])}
     runs = {}
     for spec in specs:
         task, separator, path = spec.partition("=")
@@ -47,13 +54,25 @@ def _prefix_runs(specs: list[str]) -> Path | dict[str, Path]:
     return runs
 
 
+def _input_formats(args: argparse.Namespace) -> dict[str, Format]:
+    """Each task's input format, from its prefix file's header alone (the backbone not loaded yet)."""
+    return {task: get_format(read_header(run)["format"]) for task, run in _prefix_runs(args.prefix).items()}
+
+
 def _load(args: argparse.Namespace) -> LoadedPrefix:
+    from kg2text.backbones import load_backbone
+    from kg2text.generate import load_for_generation
+
     return load_for_generation(_prefix_runs(args.prefix), load_backbone(args.backbone) if args.backbone else None,
                                args.dtype)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: from the flags, or from the run folder itself when resuming."""
+    from dataclasses import fields
+
+    from kg2text.training import TrainConfig
+
     if args.resume:
         return TrainConfig.from_run(args.output)
     names = {f.name for f in fields(TrainConfig)} - {"output"}
@@ -75,6 +94,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.trainer == "peft":
         path = _train_peft(args)
     else:
+        from kg2text.training import train
+
         path = train(train_config(args), resume=args.resume, from_previous=args.from_previous)
     if path is not None:  # the main process reports
         print(f"saved prefix: {path} ({path.stat().st_size / 1024:.1f} KiB) in {time.perf_counter() - started:.0f} s")
@@ -94,8 +115,10 @@ def _train_peft(args: argparse.Namespace) -> Path:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    inputs, skipped = read_inputs(args.inputs, args.input, _input_formats(args), skip_bad=args.skip_bad)
+    from kg2text.generate import generate_sentences
+
     loaded = _load(args)
-    inputs, skipped = read_inputs(args.inputs, args.input, loaded.formats, skip_bad=args.skip_bad)
     if skipped:
         print(f"kg2text: skipped {len(skipped)} bad input(s), kept {len(inputs)}; first: {skipped[0]}", file=sys.stderr)
     sentences = generate_sentences(loaded, inputs, _decode_config(args), progress=len(inputs) > args.batch_size)
@@ -118,13 +141,14 @@ def scores_markdown(title: str, scores: dict, command: str) -> str:
     return f"# {title}\n\n{head}\n{rows}\n\n{others}\n\nCommand: `{command}`\n"
 
 
-def _test_records(args: argparse.Namespace, loaded: LoadedPrefix | None) -> tuple[list[Record], str]:
-    """The entries to score and their name: a test file's or a dataset split's (``--limit`` of them)."""
+def _test_records(args: argparse.Namespace, decoding: bool) -> tuple[list[Record], str]:
+    """The entries to score and their name: a test file's or a dataset split's (``--limit`` of them); a test file
+    to be decoded must be in the prefix's input format."""
     if args.test_file:
         records, skipped = read_pair_file(args.test_file, args.skip_bad)
         if skipped:
             print(f"kg2text: skipped {len(skipped)} bad row(s); first: {skipped[0]}", file=sys.stderr)
-        wanted = next(iter(loaded.formats.values())).name if loaded else None
+        wanted = next(iter(_input_formats(args).values())).name if decoding else None
         if wanted and file_format(records) != file_format_of(wanted):
             raise UserError(f"--test-file {args.test_file}: its inputs are not in the prefix's format ({wanted})")
         name = Path(args.test_file).stem
@@ -138,8 +162,12 @@ def _test_records(args: argparse.Namespace, loaded: LoadedPrefix | None) -> tupl
 def run_evaluate(args: argparse.Namespace) -> int:
     if len(args.prefix) != 1:
         raise UserError("evaluate takes one --prefix run")
+    records, name = _test_records(args, decoding=not args.hypotheses)
+    from kg2text.api import evaluate
+    from kg2text.generate import generate_sentences
+    from kg2text.hardware import cpu_info
+
     loaded = None if args.hypotheses else _load(args)
-    records, name = _test_records(args, loaded)
     started = time.perf_counter()
     if loaded:
         hypotheses = generate_sentences(loaded, [r.items for r in records], _decode_config(args), progress=True,
@@ -211,11 +239,15 @@ def run_serve(args: argparse.Namespace) -> int:
     check_bind(args.host, token)  # before the backbone loads: a refused bind should not take a minute
     limits = ServeLimits(args.max_inputs, args.max_input_chars, args.timeout, args.batch_window_ms / 1000,
                          args.max_batch)
+    from kg2text.api import Verbalizer
+
     serve(Verbalizer(_load(args), _decode_config(args)), args.host, args.port, limits, token)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from kg2text.export import export_peft
+
     out = export_peft(args.run, args.out, args.base_model)
     print(f"wrote a PEFT prefix-tuning adapter to {out}")
     return 0

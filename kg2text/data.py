@@ -312,3 +312,8 @@ def read_pair_file(path: str | Path, skip_bad: bool = False) -> tuple[list[Recor
 def file_format(records: list[Record]) -> str:
     """The linearization a pair file's inputs need: E2E slots have two fields, triples three."""
     return "e2e" if len(records[0].items[0]) == 2 else "webnlg"
+
+
+def file_format_of(format_name: str) -> str:
+    """The kind of input a linearization format reads (webnlg-tags and webnlg-words read triples as webnlg does)."""
+    return "e2e" if format_name == "e2e" else "webnlg"

@@ -31,7 +31,7 @@ from kg2text.backbones import Backbone, load_backbone
 from kg2text.batching import collate, epoch_batches, training_examples, width_multiple
 from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from kg2text.control import category_rows, control_categories, training_rows
-from kg2text.data import DATASETS, Record, file_format, read_pair_file, read_records
+from kg2text.data import DATASETS, Record, file_format, file_format_of, read_pair_file, read_records
 from kg2text.errors import UserError
 from kg2text.hardware import DTYPES, backbone_dtype, faster_training_dtype, training_dtype
 from kg2text.linearize import DEFAULT_FORMAT, get_format
@@ -180,11 +180,6 @@ def load_dev_set(config: TrainConfig, backbone: Backbone) -> datasets.Dataset | 
                         f"({config.format_name})")
     return training_examples(records, get_format(config.format_name), backbone, config.virtual_tokens, config.seed,
                              what="dev")
-
-
-def file_format_of(format_name: str) -> str:
-    """The kind of input a linearization format reads (webnlg-tags and webnlg-words read triples as webnlg does)."""
-    return "e2e" if format_name == "e2e" else "webnlg"
 
 
 def _cpu_only_multiprocess() -> bool:

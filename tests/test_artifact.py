@@ -4,10 +4,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from kg2text.artifact import PREFIX_FILE, check_compatible, read_prefix
+from kg2text.artifact import ARTIFACT_RANK, PREFIX_FILE, check_compatible, read_header, read_prefix
 from kg2text.backbones import load_backbone
 from kg2text.errors import UserError
 from kg2text.generate import load_for_generation
+from kg2text.model import METHODS
 
 
 def test_saved_file_holds_only_the_final_prefix(trained_run):
@@ -50,3 +51,11 @@ def test_edited_or_truncated_file_is_refused(trained_run, tmp_path):
     (tmp_path / PREFIX_FILE).write_bytes(bytes(edited))
     with pytest.raises(UserError, match="does not match its own header"):
         read_prefix(tmp_path)
+
+
+def test_the_header_alone_reads_as_with_the_prefix_and_a_damaged_file_is_refused(trained_run, tmp_path):
+    assert read_header(trained_run) == read_prefix(trained_run)[1]
+    (tmp_path / PREFIX_FILE).write_bytes((trained_run / PREFIX_FILE).read_bytes()[:40])
+    with pytest.raises(UserError, match="is not a readable safetensors prefix"):
+        read_header(tmp_path)
+    assert set(ARTIFACT_RANK) == set(METHODS)  # the header check knows a method by its artifact's rank

@@ -1,5 +1,8 @@
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -142,3 +145,21 @@ def test_evaluate_rescores_given_hypotheses_without_a_model(tmp_path, capsys, mo
     capsys.readouterr()
     assert main(["evaluate", "--dataset", "e2e", "--limit", "5", "--hypotheses", str(tmp_path / "hypotheses.txt")]) == 2
     assert "4 lines for 5 entries" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "Harry_Potter | education"], "triple 1 'Harry_Potter | education' has 2 field(s)"),
+    (["generate", "--input", "missing.txt"], "cannot read --input missing.txt"),
+    (["generate", "--prefix", "webnlg=webnlg", "--prefix", "e2e=e2e", "A | b | c"], "each input starts with its task"),
+    (["evaluate", "--test-file", "missing.jsonl"], "cannot read missing.jsonl"),
+])
+def test_a_bad_input_is_refused_before_transformers_is_imported(argv, message, tmp_path):
+    """A typo costs reading the prefix file's header, not seconds of importing transformers and loading the
+    backbone. A fresh interpreter (this one has transformers loaded), the shipped prefixes, no input files."""
+    probe = ("import sys; from kg2text.cli import main; code = main(sys.argv[1:]); "
+             "print(code, 'transformers' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.stdout.split() == ["2", "False"], result.stderr[-2000:]
+    assert message in result.stderr
