@@ -110,7 +110,7 @@ def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
     path = _prefix_path(run)
     tensors = _readable(path, load_file)
     if set(tensors) != {"prefix"}:
-        raise UserError(f"{path} was not written by kg2text (no kg2text header or unexpected tensors)")
+        raise _not_written_by_kg2text(path)
     header = read_header(path)
     prefix = tensors["prefix"]
     if header["sha256"] != tensor_digest(prefix) or list(prefix.shape) != header["shape"] \
@@ -130,8 +130,12 @@ def read_header(run: Path) -> dict:
     path = _prefix_path(run)
     metadata = _readable(path, _metadata)
     if "kg2text" not in metadata:
-        raise UserError(f"{path} was not written by kg2text (no kg2text header or unexpected tensors)")
+        raise _not_written_by_kg2text(path)
     return _checked_header(path, metadata["kg2text"])
+
+
+def _not_written_by_kg2text(path: Path) -> UserError:
+    return UserError(f"{path} was not written by kg2text (no kg2text header or unexpected tensors)")
 
 
 def _metadata(path: Path) -> dict:
@@ -139,7 +143,7 @@ def _metadata(path: Path) -> dict:
         return handle.metadata() or {}
 
 
-def _readable(path: Path, read: Callable[[Path], dict]):
+def _readable(path: Path, read: Callable[[Path], dict]) -> dict:
     """``read(path)``, a damaged or unreadable file refused in one clear line."""
     try:
         return read(path)
