@@ -17,6 +17,9 @@ cache each step, and every row keeps computing until the slowest row of the batc
 * Beam search follows transformers' (``early_stopping=True``): the top ``2 * num_beams`` candidates by
   summed log-probability, finished ones scored with ``length ** length_penalty``, an input done when
   ``num_beams`` hypotheses are finished. The prompt is prefilled once per input, not once per beam.
+* It runs under ``torch.inference_mode``, not just ``no_grad``: tensors then keep no version counter or view
+  history, which takes a share off every op, and one-row decoding is bound by the count of small ops, not by the
+  weights (results/speed/speed.md).
 """
 
 from __future__ import annotations
@@ -67,8 +70,13 @@ class KVCache:
         self.valid[:, :prefix_length] = True
         self.prefix_length, self.rows, self.used = prefix_length, rows, prefix_length
         self.prefix_moves = False
-        self.mask: torch.Tensor | None = None  # the mask of the forward in flight
-        self.span: tuple[slice, int] = (slice(0, rows), self.used)  # the rows and first slot it writes
+        # the forward in flight (``begin``): its mask (None: every slot open), rows and first slot, tokens fed, and
+        # per layer the slots it writes and the slots it reads
+        self.mask: torch.Tensor | None = None
+        self.span: tuple[slice, int] = (slice(0, rows), self.used)
+        self.fed = 0
+        self.written: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.visible: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def write_prefix(self, prefix: torch.Tensor, task_of_row: torch.Tensor | None) -> None:
         """``prefix``: ``(layers, 2, kv_heads, P, head_dim)`` for all rows, or a task stack ``(T, ...)`` with the
@@ -84,14 +92,18 @@ class KVCache:
 
     def begin(self, attention_mask: torch.Tensor, rows: slice | None = None, start: int | None = None) -> None:
         """Prepare a forward over new tokens whose padding mask is ``attention_mask`` ``(rows, n)``: by default
-        for all rows in use, written after the last slot used."""
+        for all rows in use, written after the last slot used. The slots it writes and reads are sliced here once
+        for all layers, and a mask that opens every slot is dropped (``None``): at one row a layer's attention is a
+        handful of small ops, each with a fixed cost, so what can be done once per forward is not done per layer."""
         rows = slice(0, self.rows) if rows is None else rows
         n, start = attention_mask.shape[1], self.used if start is None else start
-        self.span = rows, start
+        self.span, self.fed = (rows, start), n
         self.valid[rows, start: start + n] = attention_mask.bool()
+        self.written = (self.keys[:, rows, :, start: start + n], self.values[:, rows, :, start: start + n])
+        self.visible = (self.keys[:, rows, :, : start + n], self.values[:, rows, :, : start + n])
         keys = self.valid[rows, : start + n]
         if n == 1:
-            self.mask = keys[:, None, None, :]
+            self.mask = None if bool(keys.all()) else keys[:, None, None, :]
             return
         query = torch.arange(n, device=keys.device)[:, None] + start
         key = torch.arange(start + n, device=keys.device)[None]
@@ -102,8 +114,8 @@ class KVCache:
         self.used -= slots
 
     def end(self) -> None:
-        self.used = self.span[1] + self.mask.shape[2]
-        self.mask = None
+        self.used = self.span[1] + self.fed
+        self.mask = self.written = self.visible = None
 
     def pad(self, rows: slice, start: int, end: int) -> None:
         """Slots ``start:end`` of ``rows`` hold no token: zeros, never attended to (a masked slot still enters the
@@ -113,11 +125,10 @@ class KVCache:
 
     def attend(self, module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs):
         """The attention of one layer: store the new keys/values, attend over everything stored so far."""
-        (rows, start), layer, n = self.span, module.layer_idx, key.shape[2]
-        self.keys[layer, rows, :, start: start + n] = key
-        self.values[layer, rows, :, start: start + n] = value
-        keys = self.keys[layer, rows, :, : start + n]
-        values = self.values[layer, rows, :, : start + n]
+        layer = module.layer_idx
+        self.written[0][layer].copy_(key)
+        self.written[1][layer].copy_(value)
+        keys, values = self.visible[0][layer], self.visible[1][layer]
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
         return grouped_attention(query.to(keys.dtype), keys, values, self.mask, scaling).to(query.dtype), None
 
@@ -225,7 +236,7 @@ def _step(lm: TunedLM, cache: KVCache, tokens: torch.Tensor, positions: torch.Te
     return _forward(lm, cache, {"input_ids": tokens[:, None], "position_ids": positions[:, None]}, ones)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos: int,
            banned: torch.Tensor, draft_tokens: int = 0, memory: CacheMemory | None = None) -> list[list[int]]:
     """Greedy decoding; each row stops at its end token (kept out of the output) or after ``max_new_tokens``.
@@ -268,7 +279,7 @@ def lookup_draft(sequence: list[int], max_tokens: int, max_ngram: int = 3) -> li
     return []
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos: int,
                   banned: torch.Tensor, draft_tokens: int, memory: CacheMemory | None = None) -> list[int]:
     """Greedy decoding of one row with drafts from its own prompt and output, verified in one forward.
@@ -299,7 +310,7 @@ def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_to
     return output[:-1] if output[-1] == eos else output
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: int, max_new_tokens: int, eos: int,
                 banned: torch.Tensor, length_penalty: float = 1.0, memory: CacheMemory | None = None
                 ) -> list[list[list[int]]]:

@@ -334,7 +334,9 @@ class StackedLinear(torch.nn.Module):
     SmolLM2 took 71.8 ms stacked and 75.7 apart in float16, 89.6 and 93.5 in fp32; int8 gained nothing (65.3 and
     64.2: results/speed/stack_probe.md, ``python scripts/stack_probe.py``). The product is reused only for the very
     tensor it was computed from, unchanged since (same object, same version counter); any other input is multiplied
-    afresh, so the result is always the siblings' own."""
+    afresh, so the result is always the siblings' own. Tensors made under ``torch.inference_mode`` (decoding's) count no
+    versions: there the same object is taken as unchanged, as it is in the models whose siblings this stacks (they read
+    one input one after another)."""
 
     def __init__(self, layers: list[torch.nn.Module]):
         super().__init__()
@@ -352,8 +354,9 @@ class StackedLinear(torch.nn.Module):
         self._outputs: tuple[torch.Tensor, ...] = ()
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        if self._input is None or self._input[0] is not x or self._input[1] != x._version:
-            self._input, self._outputs = (x, x._version), self.stacked(x).split(self.widths, -1)
+        version = -1 if x.is_inference() else x._version  # decoding's tensors have none (see decoding.py)
+        if self._input is None or self._input[0] is not x or self._input[1] != version:
+            self._input, self._outputs = (x, version), self.stacked(x).split(self.widths, -1)
         out = self._outputs[index]
         if index == len(self.widths) - 1:  # the last sibling: let the input and product go
             self._input, self._outputs = None, ()

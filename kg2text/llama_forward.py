@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kg2text.hardware import SiblingLinear
+from kg2text.hardware import PACKED_KERNEL_MAX_ROWS, OneDnnLinear, PackedLinear, SiblingLinear
 
 
 def supports(model: torch.nn.Module) -> bool:
@@ -47,12 +47,22 @@ def _rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
     return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
 
 
-def _product(layers: tuple[torch.nn.Module, ...]):
+def _multiplier(linear: torch.nn.Module, rows: int):
+    """The call that multiplies ``rows`` contiguous fp32 rows ``(rows, in)`` by ``linear``: a packed layer's kernel or
+    oneDNN's op itself where the module would only check shapes and dtypes around it (at one row, a few
+    microseconds each over 120 layers a step), the module otherwise."""
+    if isinstance(linear, PackedLinear) and linear.activations == torch.float32 and linear.bias is None \
+            and rows < PACKED_KERNEL_MAX_ROWS:
+        return linear.packed_mm
+    return linear.forward if isinstance(linear, OneDnnLinear) else linear
+
+
+def _product(layers: tuple[torch.nn.Module, ...], rows: int):
     """The siblings' outputs side by side: their stacked layer where ``stack_siblings`` made one, else each."""
     first = layers[0]
     if isinstance(first, SiblingLinear) and all(isinstance(m, SiblingLinear) and m.shared is first.shared
                                                 for m in layers):
-        return first.shared.stacked
+        return _multiplier(first.shared.stacked, rows)
     return lambda x: torch.cat([layer(x) for layer in layers], -1)
 
 
@@ -65,12 +75,14 @@ def hidden_states(model: torch.nn.Module, cache, position_ids: torch.Tensor, inp
     batch, n, width = x.shape
     cos, sin = body.rotary_emb(x, position_ids)
     turn = rotation(cos, sin)
-    x = x.reshape(batch * n, width)
+    rows = batch * n
+    x = x.reshape(rows, width)
     for layer in body.layers:
         x = x + _attention(layer.self_attn, _rms_norm(x, layer.input_layernorm), turn, cache)
         mlp = layer.mlp
-        gate, up = _product((mlp.gate_proj, mlp.up_proj))(_rms_norm(x, layer.post_attention_layernorm)).chunk(2, -1)
-        x = x + mlp.down_proj(F.silu(gate).mul_(up))
+        normed = _rms_norm(x, layer.post_attention_layernorm)
+        gate, up = _product((mlp.gate_proj, mlp.up_proj), rows)(normed).chunk(2, -1)
+        x = x + _multiplier(mlp.down_proj, rows)(F.silu(gate).mul_(up))
     return body.norm(x).view(batch, n, width)  # the module itself: the speed benchmark counts tokens there
 
 
@@ -79,9 +91,9 @@ def _attention(attention: torch.nn.Module, h: torch.Tensor, turn: torch.Tensor, 
     batch, n, dim, _ = turn.shape
     config = attention.config
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    qkv = _product((attention.q_proj, attention.k_proj, attention.v_proj))(h)
+    qkv = _product((attention.q_proj, attention.k_proj, attention.v_proj), len(h))(h)
     rotated = torch.matmul(qkv[:, : (heads + kv_heads) * dim].view(batch, n, heads + kv_heads, dim), turn)
     rotated = rotated.transpose(1, 2)  # (B, heads + kv_heads, n, D)
     values = qkv[:, (heads + kv_heads) * dim:].view(batch, n, kv_heads, dim).transpose(1, 2)
     out, _ = cache.attend(attention, rotated[:, :heads], rotated[:, heads:], values, scaling=attention.scaling)
-    return attention.o_proj(out.view(batch * n, heads * dim))
+    return _multiplier(attention.o_proj, len(h))(out.view(batch * n, heads * dim))

@@ -174,22 +174,23 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
-def grouped_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+def grouped_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
                       scaling: float) -> torch.Tensor:
     """softmax(q k^T * scaling, masked) v as two batched matmuls, query heads grouped by their key/value head.
 
     Why not SDPA: torch's CPU flash-attention kernel costs about 0.8 ms for one decoding query against 120 keys
     (SmolLM2's shapes, 2 threads, torch 2.13) where these two matmuls take 0.05 ms; over 30 layers that was most
     of a batch-1 decoding step. ``query`` ``(B, H, Q, D)``, ``keys``/``values`` ``(B, KV, T, D)`` (views of the
-    cache: never copied or repeated per group), ``mask`` ``(B, 1, Q, T)`` bool; returns ``(B, Q, H, D)`` as
-    transformers' attention functions do.
+    cache: never copied or repeated per group), ``mask`` ``(B, 1, Q, T)`` bool (``None``: every key); returns
+    ``(B, Q, H, D)`` as transformers' attention functions do.
     """
     batch, heads, length, dim = query.shape
     kv_heads, total = keys.shape[1], keys.shape[2]
     group = heads // kv_heads
     scores = torch.matmul(query.reshape(batch, kv_heads, group * length, dim), keys.transpose(-1, -2))
     scores = scores.view(batch, kv_heads, group, length, total).mul_(scaling)
-    scores.masked_fill_(~mask[:, :, None], torch.finfo(scores.dtype).min)
+    if mask is not None:
+        scores.masked_fill_(~mask[:, :, None], torch.finfo(scores.dtype).min)
     probs = scores.softmax(-1).view(batch, kv_heads, group * length, total)
     return torch.matmul(probs, values).view(batch, heads, length, dim).transpose(1, 2).contiguous()
 

@@ -112,6 +112,24 @@ def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
     expected = torch.nn.functional.scaled_dot_product_attention(
         query, keys.repeat_interleave(3, 1), values.repeat_interleave(3, 1), attn_mask=mask, scale=0.3)
     assert torch.allclose(grouped_attention(query, keys, values, mask, 0.3), expected.transpose(1, 2), atol=1e-6)
+    every_key = torch.ones_like(mask)
+    assert torch.equal(grouped_attention(query, keys, values, None, 0.3),
+                       grouped_attention(query, keys, values, every_key, 0.3))
+
+
+def test_a_one_token_forward_with_every_slot_open_attends_without_a_mask():
+    cache = KVCache((2, 3, 1, 8, 4), prefix_length=2, rows=2, dtype=torch.float32, device=torch.device("cpu"))
+    cache.begin(torch.tensor([[1, 1, 1], [0, 1, 1]]))  # a prompt, the second row left-padded
+    cache.end()
+    cache.begin(torch.ones(2, 1, dtype=torch.long))
+    assert cache.mask.shape == (2, 1, 1, 6) and cache.mask[1, 0, 0].tolist() == [True, True, False, True, True, True]
+    assert cache.written[0].shape == (2, 2, 1, 1, 4) and cache.visible[0].shape == (2, 2, 1, 6, 4)
+    cache.end()
+    cache.select(torch.tensor([0]))  # the padded row leaves: every slot of the one left is a token or the prefix
+    cache.begin(torch.ones(1, 1, dtype=torch.long))
+    assert cache.mask is None and cache.used == 6
+    cache.end()
+    assert cache.used == 7 and cache.written is None and cache.visible is None
 
 
 def test_prefill_chunks_pad_each_chunk_to_its_own_longest_prompt_where_that_saves_tokens():

@@ -9,7 +9,7 @@ from kg2text import llama_forward
 from kg2text.backbones import load_backbone
 from kg2text.decoding import _forward, _new_cache
 from kg2text.generate import DecodeConfig, decode_prompts
-from kg2text.hardware import prepare_for_decoding
+from kg2text.hardware import PACKED_KERNEL_MAX_ROWS, Float16Linear, OneDnnLinear, prepare_for_decoding
 from kg2text.model import TunedLM
 
 
@@ -30,34 +30,51 @@ def test_supports_only_transformers_llama_with_fp32_activations():
     assert not llama_forward.supports(load_backbone("tiny-llama").model.to(torch.bfloat16))
 
 
-def _logits_both_ways(lm: TunedLM, monkeypatch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Logits of a left-padded prefill of 2 rows and of one step after it, by the lean forward and by transformers'."""
+def _logits_both_ways(lm: TunedLM, monkeypatch, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Logits of a prefill of ``rows`` rows (the second left-padded) and of one step after it, by the lean forward
+    and by transformers'."""
     tokenizer = lm.backbone.tokenizer
     ids = torch.tensor([tokenizer(" | A : b : c", add_special_tokens=False)["input_ids"][-4:],
                         [tokenizer.pad_token_id] + tokenizer(" | X : y", add_special_tokens=False)["input_ids"][-3:]])
+    ids = ids[:rows]
     mask = (ids != tokenizer.pad_token_id).long()
     results = []
     for lean in (True, False):
         monkeypatch.setattr(llama_forward, "supports", lambda _model, lean=lean: lean)
         inputs = lm.model_inputs(ids, mask)
         prefill_mask = inputs.pop("attention_mask")
-        cache = _new_cache(lm, 2, 2, ids.shape[1], 1, None)  # with the prefix in its first slots
+        cache = _new_cache(lm, rows, rows, ids.shape[1], 1, None)  # with the prefix in its first slots
         prefill = _forward(lm, cache, inputs, prefill_mask, every_position=True)
-        step_inputs = {"input_ids": torch.tensor([[7], [9]]), "position_ids": inputs["position_ids"][:, -1:] + 1}
-        results.append([prefill, _forward(lm, cache, step_inputs, torch.ones(2, 1, dtype=torch.long))])
+        step_inputs = {"input_ids": torch.tensor([[7], [9]])[:rows], "position_ids": inputs["position_ids"][:, -1:] + 1}
+        results.append([prefill, _forward(lm, cache, step_inputs, torch.ones(rows, 1, dtype=torch.long))])
     return results[0], results[1]
 
 
+@pytest.mark.parametrize("rows", [1, 2])  # 1: the step attends with no mask at all (every slot open)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_lean_forward_gives_transformers_logits_through_the_cache(dtype, monkeypatch):
+def test_lean_forward_gives_transformers_logits_through_the_cache(dtype, rows, monkeypatch):
     backbone = load_backbone("tiny-llama")
     prepare_for_decoding(backbone.model, dtype)  # siblings stacked; float16: FBGEMM's fp16-weight matmuls
     lm = tuned(backbone, "prefix")
-    lean, reference = _logits_both_ways(lm, monkeypatch)
-    real = torch.tensor([[True] * 4, [False] + [True] * 3])  # the padding position's logits mean nothing
+    lean, reference = _logits_both_ways(lm, monkeypatch, rows)
+    real = torch.tensor([[True] * 4, [False] + [True] * 3])[:rows]  # the padding position's logits mean nothing
     torch.testing.assert_close(lean[0][real], reference[0][real], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lean[1], reference[1], rtol=1e-5, atol=1e-5)
-    assert lean[1].shape == (2, backbone.model.config.vocab_size)
+    assert lean[1].shape == (rows, backbone.model.config.vocab_size)
+
+
+def test_the_lean_forward_calls_a_packed_kernel_or_onednn_directly_below_the_packed_kernels_rows():
+    backbone = load_backbone("tiny-llama")
+    prepare_for_decoding(backbone.model, "float16")
+    layer = backbone.model.model.layers[0].mlp.down_proj
+    assert isinstance(layer, Float16Linear)
+    assert llama_forward._multiplier(layer, 1) == layer.packed_mm
+    assert llama_forward._multiplier(layer, PACKED_KERNEL_MAX_ROWS - 1) == layer.packed_mm
+    assert llama_forward._multiplier(layer, PACKED_KERNEL_MAX_ROWS) is layer  # fp32 of the rounded weights
+    onednn = OneDnnLinear(torch.randn(8, 4), None)
+    assert llama_forward._multiplier(onednn, 1) == onednn.forward
+    plain = torch.nn.Linear(4, 8)
+    assert llama_forward._multiplier(plain, 1) is plain
 
 
 @pytest.mark.parametrize("method", ["prefix", "prompt"])

@@ -373,6 +373,10 @@ def test_stacked_siblings_give_each_layers_own_output_and_reuse_only_an_unchange
         siblings[0](x)
         assert torch.allclose(siblings[1](other), layers[1](other), atol=1e-6)
     assert first.shape == (rows, 3, 16)
+    with torch.inference_mode():  # as decoding runs: tensors without a version counter
+        y = torch.randn(rows, 3, 32)
+        for sibling, layer in zip(siblings, layers, strict=True):
+            assert torch.allclose(sibling(y), layer(y), atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "int4"])
