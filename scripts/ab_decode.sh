@@ -2,9 +2,10 @@
 # Decoding sentences/s of two commits side by side on this machine, alternated (machine states differ between
 # runs and sessions, so a change to the decoding loop is only measured against its parent in one run):
 #   bash scripts/ab_decode.sh OLD NEW [DTYPE] [SETTING] [REPEATS]    e.g. bash scripts/ab_decode.sh a8c8a2a HEAD float16 b1-greedy 5
-# SETTING is one of the speed benchmark's (b1-greedy, b32-greedy, b1-beam5, b32-beam5), decoded as it decodes them
-# (kg2text.speed: the main job's prefix, its 32 evenly spaced WebNLG test prompts, the first 16 of them at batch 1,
-# at most 60 new tokens, one warm-up decode first), by kg2text's loop in the backbone format DTYPE, at each commit
+# SETTING is one of the speed benchmark's (b1-greedy, b32-greedy, b1-beam5, b32-beam5), on its prompts (kg2text.speed:
+# the main job's prefix, 32 evenly spaced WebNLG test prompts; at batch 1 the first 16 of them, where
+# `bash scripts/speed.sh` takes the first 8), at most 60 new tokens after one warm-up decode, by kg2text's loop in the
+# backbone format DTYPE, at each commit
 # checked out into a temporary worktree. Prints one line per run (with a digest of the sentences, which must agree)
 # and the medians.
 set -euo pipefail

@@ -361,15 +361,16 @@ def test_readme_twenty_minute_full_test_comes_from_its_scores():
             f"{scores['entity_coverage']:.2f}%") in readme
 
 
-def test_readme_decoding_ab_comes_from_its_runs():
-    """The README's side-by-side figure is the medians of the runs in the results file, and every run decoded the
-    same sentences."""
+@pytest.mark.parametrize("dtype, runs", [("float16", 5), ("float32", 3)])
+def test_readme_decoding_ab_comes_from_its_runs(dtype, runs):
+    """The README's side-by-side figures are the medians of the runs in their results file, and every run decoded
+    the same sentences."""
     import statistics
 
-    runs = [line.split() for line in (ROOT / "results/speed/ab_decode_b1_greedy_float16.txt").read_text().splitlines()
-            if line.startswith("ab: repeat")]
-    rates = {side: statistics.median(float(r[4]) for r in runs if r[3] == side) for side in ("old", "new")}
-    assert len(runs) == 10 and len({r[7] for r in runs}) == 1
+    lines = [line.split() for line in (ROOT / f"results/speed/ab_decode_b1_greedy_{dtype}.txt").read_text()
+             .splitlines() if line.startswith("ab: repeat")]
+    rates = {side: statistics.median(float(r[4]) for r in lines if r[3] == side) for side in ("old", "new")}
+    assert len(lines) == 2 * runs and len({r[7] for r in lines}) == 1
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"{rates['new'] / rates['old']:.2f}× the sentences/s of the version before, the same sentences" in readme
     assert f"medians {rates['new']:.3f} against {rates['old']:.3f}" in readme
