@@ -8,10 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1 NEW=$2 DTYPE=${3:-bfloat16} STEPS=${4:-20} REPEATS=${5:-3}
-TMP=$(mktemp -d)
-trap 'git worktree remove --force "$TMP/old"; git worktree remove --force "$TMP/new"; rm -rf "$TMP"' EXIT
-git worktree add -q --detach "$TMP/old" "$OLD"
-git worktree add -q --detach "$TMP/new" "$NEW"
+source scripts/ab_worktrees.sh
 for repeat in $(seq "$REPEATS"); do
   for side in old new; do
     (cd "$TMP" && PYTHONPATH="$TMP/$side" python -c "
