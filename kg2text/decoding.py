@@ -70,11 +70,10 @@ class KVCache:
         self.valid[:, :prefix_length] = True
         self.prefix_length, self.rows, self.used = prefix_length, rows, prefix_length
         self.prefix_moves = False
-        # the forward in flight (``begin``): its mask (None: every slot open), rows and first slot, tokens fed, and
-        # per layer the slots it writes and the slots it reads
+        # the forward in flight (``begin``): its mask (None: every slot open), rows and first slot, and per layer
+        # the slots it writes and the slots it reads
         self.mask: torch.Tensor | None = None
         self.span: tuple[slice, int] = (slice(0, rows), self.used)
-        self.fed = 0
         self.written: tuple[torch.Tensor, torch.Tensor] | None = None
         self.visible: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -97,7 +96,7 @@ class KVCache:
         handful of small ops, each with a fixed cost, so what can be done once per forward is not done per layer."""
         rows = slice(0, self.rows) if rows is None else rows
         n, start = attention_mask.shape[1], self.used if start is None else start
-        self.span, self.fed = (rows, start), n
+        self.span = rows, start
         self.valid[rows, start: start + n] = attention_mask.bool()
         self.written = (self.keys[:, rows, :, start: start + n], self.values[:, rows, :, start: start + n])
         self.visible = (self.keys[:, rows, :, : start + n], self.values[:, rows, :, : start + n])
@@ -114,7 +113,7 @@ class KVCache:
         self.used -= slots
 
     def end(self) -> None:
-        self.used = self.span[1] + self.fed
+        self.used = self.span[1] + self.written[0].shape[3]  # the slots written: the tokens fed
         self.mask = self.written = self.visible = None
 
     def pad(self, rows: slice, start: int, end: int) -> None:
