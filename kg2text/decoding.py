@@ -76,6 +76,7 @@ class KVCache:
         self.span: tuple[slice, int] = (slice(0, rows), self.used)
         self.written: tuple[torch.Tensor, torch.Tensor] | None = None
         self.visible: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.lean: llama_forward.Plan | None = None  # the decode's lean forward, where the model has one
 
     def write_prefix(self, prefix: torch.Tensor, task_of_row: torch.Tensor | None) -> None:
         """``prefix``: ``(layers, 2, kv_heads, P, head_dim)`` for all rows, or a task stack ``(T, ...)`` with the
@@ -123,13 +124,18 @@ class KVCache:
         self.values[:, rows, :, start:end] = 0
 
     def attend(self, module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs):
+        """An attention function's call (``prefix.prefix_attention``, transformers' forward): ``attend_layer``."""
+        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        dtype = self.keys.dtype
+        out = self.attend_layer(module.layer_idx, query.to(dtype), key.to(dtype), value.to(dtype), scaling)
+        return out.to(query.dtype), None
+
+    def attend_layer(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     scaling: float) -> torch.Tensor:
         """The attention of one layer: store the new keys/values, attend over everything stored so far."""
-        layer = module.layer_idx
         self.written[0][layer].copy_(key)
         self.written[1][layer].copy_(value)
-        keys, values = self.visible[0][layer], self.visible[1][layer]
-        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        return grouped_attention(query.to(keys.dtype), keys, values, self.mask, scaling).to(query.dtype), None
+        return grouped_attention(query, self.visible[0][layer], self.visible[1][layer], self.mask, scaling)
 
 
     def select(self, source: torch.Tensor, shared_until: int = 0) -> None:
@@ -179,6 +185,7 @@ def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new
                     memory)
     if prefix is not None:
         cache.write_prefix(prefix.to(dtype), None if tasks is None else tasks.to(torch.long))
+    cache.lean = llama_forward.Plan(model) if llama_forward.supports(model) else None
     return cache
 
 
@@ -190,7 +197,7 @@ def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, ever
     lm.injector.cache = cache
     cache.begin(mask, rows, start)
     try:
-        hidden = llama_forward.hidden_states(model, cache, **inputs) if llama_forward.supports(model) \
+        hidden = llama_forward.hidden_states(cache.lean, model, cache, **inputs) if cache.lean is not None \
             else model.base_model(**inputs, use_cache=False).last_hidden_state
     finally:
         cache.end()
