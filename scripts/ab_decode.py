@@ -2,8 +2,10 @@
 
 Why per input: on a shared VM the machine's speed moves by 2x within minutes, so whole runs one after another
 compare machine states as much as code; two processes that keep their model loaded and take turns input by input
-see the same states. Each side runs the speed benchmark's prompts (kg2text.speed) through its own checkout's
-kg2text (``PYTHONPATH``); a digest of each run's sentences shows whether both decoded the same.
+see the same states. They load one after the other, and must have chosen the same fp32 kernels (each measures
+oneDNN against torch's matmul at load: two loads at once on 2 cores once had one side choose the slower). Each
+side runs the speed benchmark's prompts (kg2text.speed) through its own checkout's kg2text (``PYTHONPATH``); a
+digest of each run's sentences shows whether both decoded the same.
 
     python scripts/ab_decode.py OLD_DIR NEW_DIR DTYPE SETTING REPEATS RUN_DIR
     (each side's worker: python scripts/ab_decode.py --worker RUN_DIR DTYPE SETTING)
@@ -23,16 +25,19 @@ def worker(run_dir: str, dtype: str, setting: str) -> None:
     from pathlib import Path
 
     import kg2text
+    from kg2text import hardware
     from kg2text.generate import DecodeConfig, decode_prompts, load_for_generation
     from kg2text.speed import SETTINGS, _prompts
 
     loaded = load_for_generation(Path(run_dir), dtype=dtype)
+    model = loaded.backbone.model
+    onednn = hardware.onednn_is_faster(model.config, model.device)  # measured at load: cached, the choice it made
     batch, beams = SETTINGS[setting]
     prompts = _prompts(loaded.backbone, loaded.header, 32)[0][:16 if batch == 1 else 32]
     groups = [prompts[i: i + batch] for i in range(0, len(prompts), batch)]
     config = DecodeConfig(num_beams=beams, max_new_tokens=60, batch_size=batch)
     decode_prompts(loaded.lm, prompts[:2], DecodeConfig(num_beams=2, max_new_tokens=4, batch_size=2))  # warm-up
-    print(f"ready {len(groups)} {len(prompts)} {Path(kg2text.__file__).parent}", flush=True)
+    print(f"ready {len(groups)} {len(prompts)} {Path(kg2text.__file__).parent} {onednn}", flush=True)
     for line in sys.stdin:
         group = groups[int(line.split()[1])]
         started = time.perf_counter()
@@ -41,15 +46,16 @@ def worker(run_dir: str, dtype: str, setting: str) -> None:
 
 
 def main(old: str, new: str, dtype: str, setting: str, repeats: int, run_dir: str) -> None:
-    checkouts = {"old": os.path.realpath(old), "new": os.path.realpath(new)}
-    sides = {name: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", run_dir, dtype, setting],
-                                    cwd=checkout, env={**os.environ, "PYTHONPATH": checkout}, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for name, checkout in checkouts.items()}
-    for name, process in sides.items():
-        _, groups, prompts, package = _answer(name, process).split()
+    checkouts, sides, kernels = {"old": os.path.realpath(old), "new": os.path.realpath(new)}, {}, {}
+    for name, checkout in checkouts.items():  # one after the other: each measures its kernels at load (hardware.py)
+        sides[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", run_dir, dtype, setting],
+                                       cwd=checkout, env={**os.environ, "PYTHONPATH": checkout}, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        _, groups, prompts, package, kernels[name] = _answer(name, sides[name]).split()
         if os.path.realpath(package) != os.path.join(checkouts[name], "kg2text"):
             raise SystemExit(f"ab: the {name} side imported kg2text from {package}, not from its checkout")
+    if kernels["old"] != kernels["new"]:
+        raise SystemExit(f"ab: the sides chose different fp32 kernels at load (oneDNN faster: {kernels}); run again")
     groups, prompts = int(groups), int(prompts)
     for repeat in range(1, repeats + 1):
         seconds, sentences = {"old": 0.0, "new": 0.0}, {"old": [], "new": []}
