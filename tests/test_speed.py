@@ -271,6 +271,26 @@ def measured_kernels(monkeypatch):
     hardware._onednn_is_faster.cache_clear()
 
 
+def test_the_onednn_choice_takes_its_trials_in_turns_so_a_change_of_machine_speed_does_not_decide_it(monkeypatch):
+    """A machine that doubles its speed after the first measurement: oneDNN (20 GFLOP/s, then 40) still beats torch's
+    matmul (12, then 24); measuring one kernel's trials all before the other's chose the matmul."""
+    from kg2text import hardware
+
+    calls = []
+
+    def gflops(shapes, dtype, rows, trials=3, kernel="mm", flops_per_shape=2e9):
+        calls.append((kernel, trials))
+        return {"onednn": 20.0, "linear": 12.0}[kernel] * (1 if len(calls) == 1 else 2)
+
+    monkeypatch.setattr(hardware, "gemm_gflops", gflops)
+    hardware._onednn_is_faster.cache_clear()
+    try:
+        assert hardware._onednn_is_faster(((64, 64),), 8)
+    finally:
+        hardware._onednn_is_faster.cache_clear()
+    assert calls == [("onednn", 1), ("linear", 1)] * 3
+
+
 @pytest.mark.parametrize("bf16_gflops, onednn_gflops, expected", [(100.0, 100.0, torch.float32),
                                                                    (100.0, 300.0, "onednn"),
                                                                    (300.0, 300.0, torch.bfloat16)])
@@ -287,7 +307,7 @@ def test_packed_formats_multiply_many_rows_in_the_dtype_this_cpu_multiplies_fast
                    (torch.float32, "linear"): 200.0, (torch.float32, "onednn"): onednn_gflops})
     monkeypatch.setattr(hardware, "native_bf16", lambda: True)
     int4 = load_for_generation(trained_run, dtype="int4")
-    fp32_choice = [(torch.float32, 8, "linear"), (torch.float32, 8, "onednn")] if bf16_gflops < 200 else []
+    fp32_choice = [(torch.float32, 8, "linear"), (torch.float32, 8, "onednn")] * 3 if bf16_gflops < 200 else []
     assert sorted(measured, key=str) == sorted([(torch.bfloat16, 32, "mm"), (torch.float32, 32, "mm"),
                                                 *fp32_choice], key=str)
     packed = [m for m in int4.backbone.model.modules() if isinstance(m, hardware.PackedLinear)]
@@ -336,7 +356,7 @@ def test_fp32_decoding_multiplies_through_onednn_where_measured_faster(trained_r
     speeds.update({(torch.float32, "onednn"): 300.0 if onednn_faster else 100.0, (torch.float32, "linear"): 200.0})
     chosen = load_for_generation(trained_run)
     again = load_for_generation(trained_run)
-    assert sorted(measured, key=str) == [(torch.float32, 8, "linear"), (torch.float32, 8, "onednn")]  # once
+    assert measured == [(torch.float32, 8, "onednn"), (torch.float32, 8, "linear")] * 3  # once, trials in turns
     for loaded in (chosen, again):
         model = loaded.backbone.model
         replaced = [m for m in model.modules() if isinstance(m, OneDnnLinear)]
@@ -344,7 +364,7 @@ def test_fp32_decoding_multiplies_through_onednn_where_measured_faster(trained_r
         assert isinstance(model.get_output_embeddings(), OneDnnLinear) == onednn_faster
     plain = load_for_generation(trained_run, onednn=False)
     assert not any(isinstance(m, OneDnnLinear) for m in plain.backbone.model.modules())
-    assert len(measured) == 2
+    assert len(measured) == 6  # nothing measured for it
     prompts = [PROMPT, " | Alimentum : area : city centre <|endoftext|>", " | A : b : c <|endoftext|>"]
     for beams, batch in ((1, 1), (1, 3), (3, 3)):
         config = DecodeConfig(num_beams=beams, max_new_tokens=8, batch_size=batch)
