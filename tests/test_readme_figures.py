@@ -361,14 +361,16 @@ def test_readme_twenty_minute_full_test_comes_from_its_scores():
             f"{scores['entity_coverage']:.2f}%") in readme
 
 
-@pytest.mark.parametrize("dtype, runs", [("float16", 5), ("float32", 3)])
-def test_readme_decoding_ab_comes_from_its_runs(dtype, runs):
+@pytest.mark.parametrize("name, runs", [("ab_decode_b1_greedy_float16", 5), ("ab_decode_b1_greedy_float32", 3),
+                                        ("ab_decode_plan_b1_greedy_float16", 5),
+                                        ("ab_decode_plan_b1_greedy_float32", 3)])
+def test_readme_decoding_ab_comes_from_its_runs(name, runs):
     """The README's side-by-side figures are the medians of the runs in their results file, and every run decoded
     the same sentences."""
     import statistics
 
-    lines = [line.split() for line in (ROOT / f"results/speed/ab_decode_b1_greedy_{dtype}.txt").read_text()
-             .splitlines() if line.startswith("ab: repeat")]
+    lines = [line.split() for line in (ROOT / f"results/speed/{name}.txt").read_text().splitlines()
+             if line.startswith("ab: repeat")]
     rates = {side: statistics.median(float(r[4]) for r in lines if r[3] == side) for side in ("old", "new")}
     assert len(lines) == 2 * runs and len({r[7] for r in lines}) == 1
     readme = " ".join((ROOT / "README.md").read_text().split())
