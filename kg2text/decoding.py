@@ -126,13 +126,13 @@ class KVCache:
     def attend(self, module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs):
         """An attention function's call (``prefix.prefix_attention``, transformers' forward): ``attend_layer``."""
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        dtype = self.keys.dtype
-        out = self.attend_layer(module.layer_idx, query.to(dtype), key.to(dtype), value.to(dtype), scaling)
+        out = self.attend_layer(module.layer_idx, query.to(self.keys.dtype), key, value, scaling)
         return out.to(query.dtype), None
 
     def attend_layer(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      scaling: float) -> torch.Tensor:
-        """The attention of one layer: store the new keys/values, attend over everything stored so far."""
+        """The attention of one layer: store the new keys/values (in the cache's dtype), attend over everything stored
+        so far; ``query`` in the cache's dtype."""
         self.written[0][layer].copy_(key)
         self.written[1][layer].copy_(value)
         return grouped_attention(query, self.visible[0][layer], self.visible[1][layer], self.mask, scaling)
