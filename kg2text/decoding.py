@@ -197,7 +197,7 @@ def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, ever
     lm.injector.cache = cache
     cache.begin(mask, rows, start)
     try:
-        hidden = llama_forward.hidden_states(cache.lean, model, cache, **inputs) if cache.lean is not None \
+        hidden = llama_forward.hidden_states(model, cache, **inputs) if cache.lean is not None \
             else model.base_model(**inputs, use_cache=False).last_hidden_state
     finally:
         cache.end()

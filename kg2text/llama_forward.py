@@ -104,11 +104,11 @@ class Plan:
         return self.few_rows if rows < PACKED_KERNEL_MAX_ROWS else self.many_rows
 
 
-def hidden_states(plan: Plan, model: torch.nn.Module, cache, position_ids: torch.Tensor,
-                  input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+def hidden_states(model: torch.nn.Module, cache, position_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
+                  inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """The last layer's normed hidden states ``(B, n, d)`` of new tokens, through ``cache`` (``KVCache.begin``
-    done: its mask and the rows and slots they are written to)."""
-    body = model.model
+    done: its mask and the rows and slots they are written to; ``cache.lean``: the model's ``Plan``)."""
+    plan, body = cache.lean, model.model
     x = body.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
     batch, n, width = x.shape
     cos, sin = body.rotary_emb(x, position_ids)

@@ -7,7 +7,7 @@ oneDNN against torch's matmul at load: two loads at once on 2 cores once had one
 side runs the speed benchmark's prompts (kg2text.speed) through its own checkout's kg2text (``PYTHONPATH``); a
 digest of each run's sentences shows whether both decoded the same.
 
-    python scripts/ab_decode.py OLD_DIR NEW_DIR DTYPE SETTING REPEATS RUN_DIR
+    python scripts/ab_decode.py OLD_DIR NEW_DIR DTYPE SETTING REPEATS RUN_DIR OLD_NAME NEW_NAME
     (each side's worker: python scripts/ab_decode.py --worker RUN_DIR DTYPE SETTING)
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -45,7 +46,8 @@ def worker(run_dir: str, dtype: str, setting: str) -> None:
         print(f"{time.perf_counter() - started:.6f} {sentences!r}", flush=True)
 
 
-def main(old: str, new: str, dtype: str, setting: str, repeats: int, run_dir: str) -> None:
+def main(old: str, new: str, dtype: str, setting: str, repeats: int, run_dir: str, names: tuple[str, str]) -> None:
+    """One ``ab: repeat`` line per run and side, then the medians under the commits' ``names``."""
     checkouts, sides, kernels = {"old": os.path.realpath(old), "new": os.path.realpath(new)}, {}, {}
     for name, checkout in checkouts.items():  # one after the other: each measures its kernels at load (hardware.py)
         sides[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", run_dir, dtype, setting],
@@ -57,6 +59,7 @@ def main(old: str, new: str, dtype: str, setting: str, repeats: int, run_dir: st
     if kernels["old"] != kernels["new"]:
         raise SystemExit(f"ab: the sides chose different fp32 kernels at load (oneDNN faster: {kernels}); run again")
     groups, prompts = int(groups), int(prompts)
+    rates, digests = {"old": [], "new": []}, set()
     for repeat in range(1, repeats + 1):
         seconds, sentences = {"old": 0.0, "new": 0.0}, {"old": [], "new": []}
         for group in range(groups):
@@ -70,10 +73,15 @@ def main(old: str, new: str, dtype: str, setting: str, repeats: int, run_dir: st
                 sentences[name].append(text)
         for name in ("old", "new"):
             digest = hashlib.sha256("".join(sentences[name]).encode()).hexdigest()[:12]
-            print(f"ab: repeat {repeat} {name} {prompts / seconds[name]:.3f} sent/s sentences {digest}", flush=True)
+            rates[name].append(round(prompts / seconds[name], 3))
+            digests.add(digest)
+            print(f"ab: repeat {repeat} {name} {rates[name][-1]:.3f} sent/s sentences {digest}", flush=True)
     for process in sides.values():
         process.stdin.close()
         process.wait()
+    old_rate, new_rate = statistics.median(rates["old"]), statistics.median(rates["new"])
+    print(f"ab: {dtype} {setting} median sent/s {names[0]} {old_rate:.3f}, {names[1]} {new_rate:.3f} "
+          f"({new_rate / old_rate:.2f}x); sentences {'the same' if len(digests) == 1 else 'DIFFER'} in every run")
 
 
 def _answer(name: str, process: subprocess.Popen) -> str:
@@ -87,4 +95,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--worker":
         worker(*sys.argv[2:5])
     else:
-        main(*sys.argv[1:5], int(sys.argv[5]), sys.argv[6])
+        main(*sys.argv[1:5], int(sys.argv[5]), sys.argv[6], (sys.argv[7], sys.argv[8]))

@@ -13,14 +13,4 @@ cd "$(dirname "$0")/.."
 OLD=$1 NEW=$2 DTYPE=${3:-float16} SETTING=${4:-b1-greedy} REPEATS=${5:-5}
 ROOT=$(pwd)
 source scripts/ab_worktrees.sh
-python scripts/ab_decode.py "$TMP/old" "$TMP/new" "$DTYPE" "$SETTING" "$REPEATS" "$ROOT/results/main-job" \
-  | tee "$TMP/lines"
-python - "$TMP/lines" "$OLD" "$NEW" "$DTYPE" "$SETTING" <<'PY'
-import statistics, sys
-lines = [l.split() for l in open(sys.argv[1])]
-old = statistics.median(float(l[4]) for l in lines if l[3] == "old")
-new = statistics.median(float(l[4]) for l in lines if l[3] == "new")
-same = len({l[7] for l in lines}) == 1
-print(f"ab: {sys.argv[4]} {sys.argv[5]} median sent/s {sys.argv[2]} {old:.3f}, {sys.argv[3]} {new:.3f} "
-      f"({new / old:.2f}x); sentences {'the same' if same else 'DIFFER'} in every run")
-PY
+python scripts/ab_decode.py "$TMP/old" "$TMP/new" "$DTYPE" "$SETTING" "$REPEATS" "$ROOT/results/main-job" "$OLD" "$NEW"
