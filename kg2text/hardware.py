@@ -5,8 +5,9 @@ depends on it and on the shape: one-row decoding is bound by reading the weights
 SmolLM2-135M each token), so fewer bytes per weight pay even without bf16 hardware. Offered, never
 switched on by itself, each with its BLEU change measured beside its speed (``kg2text benchmark --speed``):
 
-* ``float32`` (the reference): in decoding, its matmuls through oneDNN with weights reordered once
-  (``OneDnnLinear``) where that is measured faster than torch's own (MKL's sgemm is slow at a few rows on AMD);
+* ``float32`` (the reference): its matmuls through oneDNN with weights reordered once where that is measured
+  faster than torch's own (MKL's sgemm is slow at a few rows on AMD): ``OneDnnLinear`` in decoding,
+  ``TrainingOneDnnLinear`` (the input's gradient too) for the frozen layers in training;
 * ``bfloat16``: the backbone's weights and activations in bf16 (decoding and training);
 * ``float16`` (decoding only, x86 CPUs): every linear layer's weights rounded to fp16, activations and sums in
   fp32, so it computes fp32's function with fp16-rounded weights. Below ``PACKED_KERNEL_MAX_ROWS`` rows through
@@ -31,11 +32,13 @@ In every format, the sibling linear layers of a Llama-family backbone (q/k/v; ga
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -213,6 +216,50 @@ class OneDnnLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+class _ThroughPacked(torch.autograd.Function):
+    """``x @ W.T`` by a packed ``W`` whose backward gives the input's gradient by a packed ``W.T`` (``W`` frozen)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: TrainingOneDnnLinear) -> torch.Tensor:
+        ctx.layer = layer
+        return OneDnnLinear.forward(layer, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return torch.ops.mkldnn._linear_pointwise(grad.contiguous(), ctx.layer.packed_t, None, "none", [], ""), None
+
+
+class TrainingOneDnnLinear(OneDnnLinear):
+    """``OneDnnLinear`` for training past a frozen layer: the input's gradient (``grad @ W``) also through oneDNN, by
+    a second reordered copy of the weight, transposed.
+
+    Why: with frozen weights a training step's matmuls are these two products per layer, about 70% of an fp32 step
+    on an AMD EPYC (Zen 4; ``python scripts/train_profile.py``), and oneDNN multiplies them faster than torch's
+    own there at training batches' rows (``onednn_is_faster`` at 640 rows decides)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__(weight, bias)
+        self.packed_t = torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().t().contiguous(), None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ThroughPacked.apply(x, self) if x.requires_grad and torch.is_grad_enabled() else super().forward(x)
+
+
+@contextlib.contextmanager
+def onednn_training_linears(model: torch.nn.Module) -> Iterator[int]:
+    """While it lasts, the transformer layers' frozen fp32 linear layers are ``TrainingOneDnnLinear``s (not the LM
+    head, which the loss multiplies by its weight); the model's own modules come back at the end. Yields how many."""
+    head = model.get_output_embeddings()
+    swapped = [(parent, name, layer) for parent, name, layer in _linear_layers(model) if layer is not head]
+    for parent, name, layer in swapped:
+        setattr(parent, name, TrainingOneDnnLinear.of(layer))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, name, layer in swapped:
+            setattr(parent, name, layer)
 
 
 class PackedLinear(torch.nn.Module):

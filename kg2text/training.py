@@ -33,7 +33,14 @@ from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpo
 from kg2text.control import category_rows, control_categories, training_rows
 from kg2text.data import DATASETS, Record, file_format, file_format_of, read_pair_file, read_records
 from kg2text.errors import UserError
-from kg2text.hardware import DTYPES, backbone_dtype, faster_training_dtype, training_dtype
+from kg2text.hardware import (
+    DTYPES,
+    backbone_dtype,
+    faster_training_dtype,
+    onednn_is_faster,
+    onednn_training_linears,
+    training_dtype,
+)
 from kg2text.linearize import DEFAULT_FORMAT, get_format
 from kg2text.methods import build_tuner, virtual_length
 from kg2text.model import IGNORE_INDEX, METHODS, TunedLM, compile_elementwise_blocks
@@ -227,6 +234,21 @@ def backbone_in_training_dtype(config: TrainConfig, backbone: Backbone, device: 
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
            resume: bool, from_previous: bool) -> Path | None:
     config = backbone_in_training_dtype(config, backbone, accelerator.device, accelerator.num_processes)
+    with frozen_matmuls(config, backbone, accelerator.device):
+        return _train_in_dtype(config, backbone, accelerator, run_dir, resume, from_previous)
+
+
+def frozen_matmuls(config: TrainConfig, backbone: Backbone, device: torch.device) -> contextlib.AbstractContextManager:
+    """fp32 training on a CPU where oneDNN multiplies a training batch's rows faster than torch: the frozen layers'
+    matmuls, forward and backward, through oneDNN for the run (``hardware.onednn_training_linears``; 1.10x the
+    tokens/s on an AMD EPYC Zen 4). ``--compile`` keeps torch's (inductor traces its MLPs' matmuls)."""
+    if config.dtype != "float32" or config.compile or not onednn_is_faster(backbone.model.config, device, rows=640):
+        return contextlib.nullcontext()
+    return onednn_training_linears(backbone.model)
+
+
+def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
+                    resume: bool, from_previous: bool) -> Path | None:
     lm = TunedLM(backbone)
     if config.gradient_checkpointing:
         lm.enable_gradient_checkpointing()

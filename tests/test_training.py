@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -122,3 +124,64 @@ def test_bf16_training_takes_the_chunked_head_and_eager_attention_and_matches_th
     assert count == int(where.sum()) > 2 * HEAD_CHUNK_ROWS and calls == []  # the head module itself never ran
     assert loss.item() == pytest.approx(plain.item(), rel=2e-2)
     assert torch.nn.functional.cosine_similarity(grad.flatten().float(), expected.flatten(), dim=0) > 0.98
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+def test_the_training_onednn_linear_gives_the_product_and_the_inputs_gradient_and_leaves_the_weight_frozen(kind):
+    from transformers.pytorch_utils import Conv1D
+
+    from kg2text.hardware import TrainingOneDnnLinear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40) if kind == "linear" else Conv1D(40, 24)
+    torch.nn.init.normal_(layer.bias)
+    layer.requires_grad_(False)
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    weights = torch.randn(3, 7, 40)
+    (layer(x) * weights).sum().backward()
+    expected, x.grad = x.grad, None
+    through = TrainingOneDnnLinear.of(layer)
+    out = through(x)
+    torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)
+    (out * weights).sum().backward()
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-5)
+    assert layer.weight.grad is None
+    with torch.no_grad():
+        torch.testing.assert_close(through(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fp32_training_through_onednn_swaps_the_layers_linears_for_the_run_and_trains_the_same_prefix(tmp_path,
+                                                                                                     monkeypatch):
+    import kg2text.training
+    from kg2text.artifact import read_prefix
+    from kg2text.hardware import TrainingOneDnnLinear
+    from kg2text.training import TrainConfig, frozen_matmuls, train
+
+    backbone = load_backbone("tiny-llama")
+    modules = dict(backbone.model.named_modules())
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):  # what the model's layers are while the loop runs
+        seen.append(sorted({type(m).__name__ for n, m in backbone.model.named_modules() if n.endswith("_proj")}))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    prefixes = {}
+    for faster in (False, True):
+        monkeypatch.setattr(kg2text.training, "onednn_is_faster", lambda *args, faster=faster, **kwargs: faster)
+        run = tmp_path / str(faster)
+        train(TrainConfig(output=str(run), backbone="tiny-llama", max_steps=4, batch_size=3, max_examples=12,
+                          prefix_length=4, mlp_hidden=32, checkpoint_every=0), backbone=backbone)
+        prefixes[faster] = read_prefix(run)[0]
+    assert seen == [["Linear"]] * 4 + [["TrainingOneDnnLinear"]] * 4
+    assert dict(backbone.model.named_modules()) == modules  # the model's own modules back, the same objects
+    torch.testing.assert_close(prefixes[True], prefixes[False], rtol=1e-4, atol=1e-5)
+    config = TrainConfig(output="", backbone="tiny-llama")
+    monkeypatch.setattr(kg2text.training, "onednn_is_faster", lambda *args, **kwargs: True)
+    for kept in (replace(config, dtype="bfloat16"), replace(config, compile=True)):
+        with frozen_matmuls(kept, backbone, torch.device("cpu")):
+            assert not any(isinstance(m, TrainingOneDnnLinear) for m in backbone.model.modules())
+    with frozen_matmuls(config, backbone, torch.device("cpu")) as swapped:
+        assert swapped == 7 * backbone.model.config.num_hidden_layers
+        assert backbone.model.get_output_embeddings() is modules["lm_head"]
