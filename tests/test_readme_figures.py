@@ -141,7 +141,16 @@ FIGURES = [
                                                             "results/speed/full-test-zen1-lean/hypotheses.txt")),
      "**{0[0]:.1f} min** (`--output results/speed/full-test-zen1-lean-2`, 2026-12-03 12:55 UTC, run alone, in a state "
      "that again slowed as it went; {0[1]:,} of 1,862 sentences the same as the 45.1-minute decode)"),
+    ("| decoding speed, SmolLM2-135M", lambda: _value("results/speed/full-test-zen4/scores.json",
+                                                      "decode_seconds") / 60, "**measured {:.1f} min** of decoding"),
+    ("| decoding speed, SmolLM2-135M", lambda: (_value("results/speed/full-test-zen4/scores.json",
+                                                       "scores_challenge.all.bleu"),
+                                                _same_lines("results/speed/full-test-zen4/hypotheses.txt",
+                                                            "results/speed/full-test-zen1-lean-2/hypotheses.txt")),
+     "challenge BLEU-A {0[0]:.2f}, {0[1]:,} of 1,862 sentences the same as the Zen 1's 38.7-minute decode"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
+    ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_bf16") / _value(
+        "results/speed/speed.json", "train.kg2text"), "(**{:.2f}× fp32**"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.peft"), "PEFT {:.0f}"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_compiled"),
      "`--compile` fp32 {:.0f}"),
@@ -376,3 +385,22 @@ def test_readme_decoding_ab_comes_from_its_runs(name, runs):
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"{rates['new'] / rates['old']:.2f}× the sentences/s of the version before, the same sentences" in readme
     assert f"medians {rates['new']:.3f} against {rates['old']:.3f}" in readme
+
+
+def test_readme_fp32_training_through_onednn_figures_come_from_their_runs():
+    """The side-by-side gain is the medians' ratio in its results file; the matmuls' share is the profile's."""
+    import re
+    import statistics
+
+    lines = [line.split() for line in (ROOT / "results/speed/ab_train_onednn_float32.txt").read_text().splitlines()
+             if line.startswith("ab: repeat")]
+    rates = {side: statistics.median(float(r[4]) for r in lines if r[3] == side) for side in ("old", "new")}
+    assert len(lines) == 8
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"{rates['new'] / rates['old']:.2f}× the fp32 training tokens/s of the loop before, side by side "
+            f"(medians {rates['new']:.1f} against {rates['old']:.1f};") in readme
+    profile = (ROOT / "results/speed/train_profile_float32.md").read_text()
+    share = re.search(r"Matmuls \*\*(\d+)%\*\*", profile).group(1)
+    assert f"matmuls {share}% of an fp32 step on that Zen 4" in readme
+    attention = re.search(r"attention (\d+)%", profile).group(1)
+    assert f"matmuls are then {share}% of an fp32 step, attention {attention}%" in readme
