@@ -235,8 +235,8 @@ class TrainingOneDnnLinear(OneDnnLinear):
     """``OneDnnLinear`` for training past a frozen layer: the input's gradient (``grad @ W``) also through oneDNN, by
     a second reordered copy of the weight, transposed.
 
-    Why: with frozen weights a training step's matmuls are these two products per layer, about 70% of an fp32 step
-    on an AMD EPYC (Zen 4; ``python scripts/train_profile.py``), and oneDNN multiplies them faster than torch's
+    Why: with frozen weights a training step's matmuls are these two products per layer, about two thirds of an fp32
+    step on an AMD EPYC (Zen 4; ``python scripts/train_profile.py``), and oneDNN multiplies them faster than torch's
     own there at training batches' rows (``onednn_is_faster`` at 640 rows decides)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):

@@ -240,8 +240,9 @@ def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, ru
 
 def frozen_matmuls(config: TrainConfig, backbone: Backbone, device: torch.device) -> contextlib.AbstractContextManager:
     """fp32 training on a CPU where oneDNN multiplies a training batch's rows faster than torch: the frozen layers'
-    matmuls, forward and backward, through oneDNN for the run (``hardware.onednn_training_linears``; 1.10x the
-    tokens/s on an AMD EPYC Zen 4). ``--compile`` keeps torch's (inductor traces its MLPs' matmuls)."""
+    matmuls, forward and backward, through oneDNN for the run (``hardware.onednn_training_linears``; 1.07x the
+    tokens/s side by side on an AMD EPYC Zen 4, results/speed/ab_train_onednn_float32.txt). ``--compile`` keeps
+    torch's (inductor traces its MLPs' matmuls)."""
     if config.dtype != "float32" or config.compile or not onednn_is_faster(backbone.model.config, device, rows=640):
         return contextlib.nullcontext()
     return onednn_training_linears(backbone.model)

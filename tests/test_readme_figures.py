@@ -23,6 +23,15 @@ def _same_lines(path: str, other: str) -> int:
     ours, theirs = ((ROOT / p).read_text().splitlines() for p in (path, other))
     return sum(a == b for a, b in zip(ours, theirs, strict=True))
 
+def _full_test(run: str, before: str) -> tuple[float, float, int]:
+    """A timed full-test decode (results/speed/full-test-RUN): its minutes, challenge BLEU-A, and how many of its
+    sentences equal those of the decode ``before``."""
+    scores = f"results/speed/full-test-{run}/scores.json"
+    return (_value(scores, "decode_seconds") / 60, _value(scores, "scores_challenge.all.bleu"),
+            _same_lines(f"results/speed/full-test-{run}/hypotheses.txt",
+                        f"results/speed/full-test-{before}/hypotheses.txt"))
+
+
 
 def _explored(name: str) -> str:
     """An exploration row of the release report as the README shows it: steps, then challenge BLEU by group."""
@@ -128,26 +137,16 @@ FIGURES = [
         "results/speed/speed.json", f"decoding_work.b1-greedy.{name}.forwards") / _value(
         "results/speed/speed.json", "batch1_inputs"), fmt)
       for name, fmt in (("kg2text", "Prompt lookup: {:.1f} forwards"), ("baseline", "the baseline's {:.1f}."))],
-    ("| decoding speed, SmolLM2-135M", lambda: _value("results/speed/full-test-zen1-lean/scores.json",
-                                                      "decode_seconds") / 60, "**measured {:.1f} min**"),
-    ("| decoding speed, SmolLM2-135M", lambda: (_value("results/speed/full-test-zen1-lean/scores.json",
-                                                       "scores_challenge.all.bleu"),
-                                                _same_lines("results/speed/full-test-zen1-lean/hypotheses.txt",
-                                                            "results/speed/full-test-zen1/hypotheses.txt")),
-     "challenge BLEU-A {0[0]:.2f}, {0[1]:,} of 1,862 sentences the same"),
-    ("| decoding speed, SmolLM2-135M", lambda: (_value("results/speed/full-test-zen1-lean-2/scores.json",
-                                                       "decode_seconds") / 60,
-                                                _same_lines("results/speed/full-test-zen1-lean-2/hypotheses.txt",
-                                                            "results/speed/full-test-zen1-lean/hypotheses.txt")),
-     "**{0[0]:.1f} min** (`--output results/speed/full-test-zen1-lean-2`, 2026-12-03 12:55 UTC, run alone, in a state "
-     "that again slowed as it went; {0[1]:,} of 1,862 sentences the same as the 45.1-minute decode)"),
-    ("| decoding speed, SmolLM2-135M", lambda: _value("results/speed/full-test-zen4/scores.json",
-                                                      "decode_seconds") / 60, "**measured {:.1f} min** of decoding"),
-    ("| decoding speed, SmolLM2-135M", lambda: (_value("results/speed/full-test-zen4/scores.json",
-                                                       "scores_challenge.all.bleu"),
-                                                _same_lines("results/speed/full-test-zen4/hypotheses.txt",
-                                                            "results/speed/full-test-zen1-lean-2/hypotheses.txt")),
-     "challenge BLEU-A {0[0]:.2f}, {0[1]:,} of 1,862 sentences the same as the Zen 1's 38.7-minute decode"),
+    *[("| decoding speed, SmolLM2-135M", lambda run=run, before=before: _full_test(run, before), fmt)
+      for run, before, fmt in (
+          ("zen1-lean", "zen1", "**measured {0[0]:.1f} min**"),
+          ("zen1-lean", "zen1", "challenge BLEU-A {0[1]:.2f}, {0[2]:,} of 1,862 sentences the same"),
+          ("zen1-lean-2", "zen1-lean", "**{0[0]:.1f} min** (`--output results/speed/full-test-zen1-lean-2`, 2026-12-03 "
+           "12:55 UTC, run alone, in a state that again slowed as it went; {0[2]:,} of 1,862 sentences the same as "
+           "the 45.1-minute decode)"),
+          ("zen4", "zen1-lean-2", "**measured {0[0]:.1f} min** of decoding"),
+          ("zen4", "zen1-lean-2", "challenge BLEU-A {0[1]:.2f}, {0[2]:,} of 1,862 sentences the same as the Zen 1's "
+           "38.7-minute decode"))],
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text"), "fp32 {:.0f}"),
     ("| training tokens/s, batch 8", lambda: _value("results/speed/speed.json", "train.kg2text_bf16") / _value(
         "results/speed/speed.json", "train.kg2text"), "(**{:.2f}× fp32**"),
