@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import datasets
@@ -169,6 +169,7 @@ def train_peft_prefix(config: TrainConfig, backbone: Backbone | None = None) -> 
                         "--init-from or --grad-accum")
     backbone = backbone or load_backbone(config.backbone)
     config = backbone_in_training_dtype(config, backbone, backbone.model.device)  # as kg2text trains
+    config = replace(config, fp32_matmuls="torch")  # PEFT's model, torch's matmuls: recorded as such
     if config.compile:  # the same fused blocks as kg2text's --compile
         compile_elementwise_blocks(backbone.model)
     run_dir = prepare_run_dir(Path(config.output), resume=False)

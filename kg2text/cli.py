@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "AMX; auto times one bf16 and one fp32 matrix multiply here (about a second) and takes the "
                        "faster, recorded in the run's config.json; the prefix itself and the loss stay float32 "
                        "(default: float32)")
+    train.add_argument("--fp32-matmuls", default="auto", choices=["auto", "torch", "onednn"],
+                       help="who multiplies an fp32 backbone's frozen layers on a CPU: onednn (weights reordered "
+                       "once; forward and backward), torch, or auto: times both at a training batch's rows (a few "
+                       "tenths of a second) and takes the faster, recorded in the run's config.json so a resumed run "
+                       "multiplies the same way (default: auto)")
     train.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute activations in backward: less memory, about a third more time")
     train.add_argument("--compile", action="store_true",

@@ -185,36 +185,40 @@ def peft_train_tokens_per_s(backbone_name: str, steps: int, batch_size: int) -> 
 
 
 def _kg2text_training(backbone_name: str, steps: int, batch_size: int, dtype: str,
-                      compile: bool = False) -> tuple[float, float]:
+                      compile: bool = False, fp32_matmuls: str = "auto") -> tuple[float, float]:
     """kg2text's own training loop on the full training set for ``steps`` (+1 warm-up) steps: tokens/s, mean loss."""
     from kg2text.training import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         train(TrainConfig(output=f"{tmp}/run", backbone=backbone_name, max_steps=steps + 1, batch_size=batch_size,
-                          lr=5e-4, checkpoint_every=0, log_every=1, dtype=dtype,
-                          compile=compile), backbone=load_backbone(backbone_name))
+                          lr=5e-4, checkpoint_every=0, log_every=1, dtype=dtype, compile=compile,
+                          fp32_matmuls=fp32_matmuls), backbone=load_backbone(backbone_name))
         log = [json.loads(line) for line in Path(f"{tmp}/run/train_log.jsonl").read_text().splitlines()]
     first, last = log[0], log[-1]  # the first step warms up: not counted
     return (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"]), \
         statistics.mean(entry["loss"] for entry in log)
 
 
-# kg2text's training variants in the speed benchmark: name -> (backbone dtype, --compile, its GFLOP/s key)
-TRAINING_VARIANTS = {"kg2text": ("float32", False, "gflops"), "kg2text_compiled": ("float32", True, "compiled_gflops"),
-                     "kg2text_bf16": ("bfloat16", False, "bf16_gflops"),
-                     "kg2text_bf16_compiled": ("bfloat16", True, "bf16_compiled_gflops")}
+# kg2text's training variants in the speed benchmark: name -> (backbone dtype, --compile, --fp32-matmuls, its GFLOP/s
+# key); the baseline is the loop before its fp32 matmuls went through oneDNN
+TRAINING_VARIANTS = {"kg2text": ("float32", False, "auto", "gflops"),
+                     "baseline": ("float32", False, "torch", "baseline_gflops"),
+                     "kg2text_compiled": ("float32", True, "auto", "compiled_gflops"),
+                     "kg2text_bf16": ("bfloat16", False, "auto", "bf16_gflops"),
+                     "kg2text_bf16_compiled": ("bfloat16", True, "auto", "bf16_compiled_gflops")}
 
 
 def training(backbone_name: str, repeats: int, steps: int, batch_size: int, bf16: bool) -> dict:
     """Training tokens/s (median of ``repeats``): kg2text's loop in fp32 (and with a bf16 backbone), each also with
-    ``--compile``, PEFT's loop; plus the mean loss of the same batches per variant, to show they train the same."""
+    ``--compile``, the baseline (fp32, torch's matmuls), PEFT's loop; plus the mean loss of the same batches per
+    variant, to show they train the same."""
     samples: dict[str, list[float]] = {name: [] for name in (*TRAINING_VARIANTS, "peft")}
     losses: dict[str, float] = {}
     for repeat in range(repeats):
-        for name, (dtype, compiled, _) in TRAINING_VARIANTS.items():
+        for name, (dtype, compiled, matmuls, _) in TRAINING_VARIANTS.items():
             if dtype == "bfloat16" and not bf16:
                 continue  # no samples: its median is None
-            rate, losses[name] = _kg2text_training(backbone_name, steps, batch_size, dtype, compiled)
+            rate, losses[name] = _kg2text_training(backbone_name, steps, batch_size, dtype, compiled, matmuls)
             samples[name].append(rate)
         samples["peft"].append(peft_train_tokens_per_s(backbone_name, steps, batch_size))
         print(f"speed: repeat {repeat + 1}/{repeats} training tokens/s: "
@@ -310,11 +314,10 @@ def run_speed(run: Path, out: Path, command: str, repeats: int = 3, inputs: int 
     flops = training_flops_per_token(baseline.backbone)  # its linear layers as loaded, weights counted
     ceiling = _ceilings(backbone, bf16, ceiling)  # measured at both ends of the run
     bandwidth = max(bandwidth, memory_read_gbps())
-    for name, (_, _, key) in TRAINING_VARIANTS.items():
+    for name, (_, _, _, key) in TRAINING_VARIANTS.items():
         train[key] = None if train[name] is None else train[name] * flops / 1e9
     train["ceiling_gflops"] = max(by[640] for name, by in ceiling.items() if name.startswith("float32"))
     train["bf16_ceiling_gflops"] = ceiling["bfloat16"][640] if bf16 else None
-    train["baseline"] = None  # the loop before its oneDNN matmuls: scripts/ab_train.sh, side by side
     data = {"cpu": cpu_info(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "backbone": header["backbone"], "prefix": str(run), "fp32_linear": kernels,
             "inputs": inputs, "batch1_inputs": batch1_inputs,
@@ -418,15 +421,17 @@ Full WebNLG test (1,862 entries), beam 5, batch 32, estimated from the rates abo
 minutes.
 
 Training tokens/s ({train['steps']} steps of batch {train['batch_size']} on the full WebNLG training set, after one
-warm-up step): kg2text fp32 {train['kg2text']:.1f}, PEFT {train['peft']:.1f} ({train['kg2text'] / train['peft']:.2f}×),
+warm-up step): kg2text fp32 {train['kg2text']:.1f}, baseline {train['baseline']:.1f} (the loop with torch's matmuls;
+{train['kg2text'] / train['baseline']:.2f}×), PEFT {train['peft']:.1f} ({train['kg2text'] / train['peft']:.2f}×),
 kg2text with a bf16 backbone {bf16}. Mean loss over the same batches: {losses}. kg2text fp32 training does
 {train['gflops']:.0f} GFLOP/s of useful work (frozen weights: 4 FLOPs per layer weight and token, the LM head
 on target tokens only) = **{100 * train['gflops'] / train['ceiling_gflops']:.0f}%** of this machine's fp32 GEMM
 ceiling at M=640 ({train['ceiling_gflops']:.0f} GFLOP/s, torch's or oneDNN's, the higher); with `--compile` (the
 backbone's MLPs and norms fused by inductor) {train['kg2text_compiled']:.1f} tokens/s,
 {train['compiled_gflops']:.0f} GFLOP/s = **{100 * train['compiled_gflops'] / train['ceiling_gflops']:.0f}%**. The fp32
-loop runs its frozen matmuls through oneDNN where that is measured the faster at 640 rows (`--compile` keeps torch's);
-against the loop before (torch's matmuls everywhere) it is measured side by side by `scripts/ab_train.sh`.
+loop runs its frozen matmuls through oneDNN where that is measured the faster at 640 rows (`--fp32-matmuls auto`;
+`--compile` keeps torch's); the baseline, torch's matmuls, does {train['baseline_gflops']:.0f} GFLOP/s
+= {100 * train['baseline_gflops'] / train['ceiling_gflops']:.0f}%.
 
 GEMM ceiling (GFLOP/s, `torch.mm` at the backbone's linear shapes, and fp32 through oneDNN with reordered weights
 as kg2text's `OneDnnLinear`, 2 threads, measured in this run, at its start

@@ -49,6 +49,8 @@ from kg2text.rundir import RunLock, check_disk_space, count_lines, prepare_run_d
 if TYPE_CHECKING:
     import datasets  # at run time only batching imports it, when it encodes examples
 
+FP32_MATMULS = ("auto", "torch", "onednn")
+BEFORE_THE_FIELD = {"fp32_matmuls": "torch"}  # what a run written before one of these fields existed did
 MAX_LR = 1.0
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -86,6 +88,7 @@ class TrainConfig:
     dtype: str = "float32"  # the frozen backbone's weights: float32, bfloat16, or auto (the faster one here)
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the backbone's MLPs and norms (model.compile_elementwise_blocks)
+    fp32_matmuls: str = "auto"  # an fp32 backbone's frozen matmuls on a CPU: torch, onednn, or auto (the faster here)
     save_dtype: str = "float32"
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
     seed: int = 42
@@ -123,6 +126,10 @@ class TrainConfig:
         get_format(self.format_name)
         if self.dtype != "auto":
             backbone_dtype(self.dtype)
+        if self.fp32_matmuls not in FP32_MATMULS:
+            raise UserError(f"unknown --fp32-matmuls {self.fp32_matmuls!r}; choose one of: {', '.join(FP32_MATMULS)}")
+        if self.fp32_matmuls == "onednn" and (self.dtype == "bfloat16" or self.compile):
+            raise UserError("--fp32-matmuls onednn is for an fp32 backbone without --compile")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"--max-minutes {self.max_minutes} must be more than 0")
         if self.init_from and self.init_text:
@@ -148,6 +155,7 @@ class TrainConfig:
                 raise UserError(f"cannot resume: {path} field {name!r} is {value!r}, not {known[name]} "
                                 "(edited or damaged); fix it or start a new run")
         saved["output"] = str(run_dir)  # the folder being resumed, wherever it was first written
+        saved = BEFORE_THE_FIELD | saved
         config = cls(**{k: v for k, v in saved.items() if k in known})
         try:
             config.validate()
@@ -234,18 +242,24 @@ def backbone_in_training_dtype(config: TrainConfig, backbone: Backbone, device: 
 def _train(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
            resume: bool, from_previous: bool) -> Path | None:
     config = backbone_in_training_dtype(config, backbone, accelerator.device, accelerator.num_processes)
-    with frozen_matmuls(config, backbone, accelerator.device):
+    config = replace(config, fp32_matmuls=fp32_matmuls_here(config, backbone, accelerator.device))
+    with onednn_training_linears(backbone.model) if config.fp32_matmuls == "onednn" else contextlib.nullcontext():
         return _train_in_dtype(config, backbone, accelerator, run_dir, resume, from_previous)
 
 
-def frozen_matmuls(config: TrainConfig, backbone: Backbone, device: torch.device) -> contextlib.AbstractContextManager:
-    """fp32 training on a CPU where oneDNN multiplies a training batch's rows faster than torch: the frozen layers'
-    matmuls, forward and backward, through oneDNN for the run (``hardware.onednn_training_linears``; 1.07x the
-    tokens/s side by side on an AMD EPYC Zen 4, results/speed/ab_train_onednn_float32.txt). ``--compile`` keeps
-    torch's (inductor traces its MLPs' matmuls)."""
-    if config.dtype != "float32" or config.compile or not onednn_is_faster(backbone.model.config, device, rows=640):
-        return contextlib.nullcontext()
-    return onednn_training_linears(backbone.model)
+def fp32_matmuls_here(config: TrainConfig, backbone: Backbone, device: torch.device) -> str:
+    """Whose matmuls the frozen layers train through: oneDNN's (``hardware.onednn_training_linears``, forward and the
+    input's gradient, weights reordered once) for an fp32 backbone on a CPU where ``auto`` measures it faster at a
+    training batch's 640 rows (1.07x the tokens/s side by side on an AMD EPYC Zen 4,
+    results/speed/ab_train_onednn_float32.txt), else torch's; ``--compile`` keeps torch's (inductor traces them).
+    Made concrete once and recorded in the run's config, so a resumed run multiplies as it began (bit for bit)."""
+    if config.dtype != "float32" or config.compile:
+        return "torch"
+    if config.fp32_matmuls == "onednn" and device.type != "cpu":
+        raise UserError(f"--fp32-matmuls onednn runs on a CPU, not on {device.type}")
+    if config.fp32_matmuls != "auto":
+        return config.fp32_matmuls
+    return "onednn" if onednn_is_faster(backbone.model.config, device, rows=640) else "torch"
 
 
 def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, run_dir: Path,
@@ -444,7 +458,7 @@ def _control_rows(config: TrainConfig, examples: datasets.Dataset, dev: datasets
 
 def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) -> None:
     """Refuse to resume when config.json no longer says what the checkpoint was trained with."""
-    defaults = {f.name: f.default for f in fields(TrainConfig)}  # a field newer than the checkpoint had its default
+    defaults = {f.name: f.default for f in fields(TrainConfig)} | BEFORE_THE_FIELD  # what a run older than a field did
     changed = [f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}" for name, value in asdict(config).items()
                if saved is not None and name != "output" and saved.get(name, defaults[name]) != value]
     if changed:

@@ -47,7 +47,9 @@ def test_speed_benchmark_writes_every_figure_the_issue_asks_for(trained_run, tmp
     train = data["train"]
     assert train["kg2text"] > 0 and train["peft"] > 0 and train["gflops"] > 0 and train["ceiling_gflops"] > 0
     assert train["kg2text_compiled"] > 0 and train["compiled_gflops"] > 0
-    assert set(train["mean_loss"]) == {"kg2text", "kg2text_compiled"} | (
+    assert train["baseline"] > 0 and train["baseline_gflops"] > 0
+    assert f"baseline {train['baseline']:.1f} (the loop with torch's matmuls;" in (tmp_path / "speed.md").read_text()
+    assert set(train["mean_loss"]) == {"kg2text", "baseline", "kg2text_compiled"} | (
         {"kg2text_bf16", "kg2text_bf16_compiled"} if native_bf16() else set())
     for name in ("kg2text_bf16", "kg2text_bf16_compiled", "bf16_ceiling_gflops"):
         assert (train[name] is None) == (not native_bf16())

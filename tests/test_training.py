@@ -154,8 +154,8 @@ def test_fp32_training_through_onednn_swaps_the_layers_linears_for_the_run_and_t
                                                                                                      monkeypatch):
     import kg2text.training
     from kg2text.artifact import read_prefix
-    from kg2text.hardware import TrainingOneDnnLinear
-    from kg2text.training import TrainConfig, frozen_matmuls, train
+    from kg2text.hardware import onednn_training_linears
+    from kg2text.training import TrainConfig, train
 
     backbone = load_backbone("tiny-llama")
     modules = dict(backbone.model.named_modules())
@@ -177,11 +177,36 @@ def test_fp32_training_through_onednn_swaps_the_layers_linears_for_the_run_and_t
     assert seen == [["Linear"]] * 4 + [["TrainingOneDnnLinear"]] * 4
     assert dict(backbone.model.named_modules()) == modules  # the model's own modules back, the same objects
     torch.testing.assert_close(prefixes[True], prefixes[False], rtol=1e-4, atol=1e-5)
-    config = TrainConfig(output="", backbone="tiny-llama")
-    monkeypatch.setattr(kg2text.training, "onednn_is_faster", lambda *args, **kwargs: True)
-    for kept in (replace(config, dtype="bfloat16"), replace(config, compile=True)):
-        with frozen_matmuls(kept, backbone, torch.device("cpu")):
-            assert not any(isinstance(m, TrainingOneDnnLinear) for m in backbone.model.modules())
-    with frozen_matmuls(config, backbone, torch.device("cpu")) as swapped:
+    with onednn_training_linears(backbone.model) as swapped:
         assert swapped == 7 * backbone.model.config.num_hidden_layers
         assert backbone.model.get_output_embeddings() is modules["lm_head"]
+
+
+def test_the_fp32_matmuls_choice_is_made_once_recorded_in_the_run_and_kept_by_a_resume(tmp_path, monkeypatch):
+    """A resumed run must multiply as it began (bit for bit), whatever a new measurement would say; a run written
+    before the choice existed trained through torch's matmuls and resumes so."""
+    import json
+
+    import kg2text.training
+    from kg2text.errors import UserError
+    from kg2text.training import TrainConfig, fp32_matmuls_here, train
+
+    backbone = load_backbone("tiny-llama")
+    monkeypatch.setattr(kg2text.training, "onednn_is_faster", lambda *args, **kwargs: True)
+    run = tmp_path / "run"
+    train(TrainConfig(output=str(run), backbone="tiny-llama", max_steps=2, batch_size=3, max_examples=12,
+                      prefix_length=4, mlp_hidden=32, checkpoint_every=1), backbone=backbone)
+    assert json.loads((run / "config.json").read_text())["fp32_matmuls"] == "onednn"
+    monkeypatch.setattr(kg2text.training, "onednn_is_faster", lambda *args, **kwargs: False)
+    assert TrainConfig.from_run(run).fp32_matmuls == "onednn"
+    config = TrainConfig(output="", backbone="tiny-llama")
+    assert fp32_matmuls_here(config, backbone, torch.device("cpu")) == "torch"
+    assert fp32_matmuls_here(replace(config, fp32_matmuls="onednn"), backbone, torch.device("cpu")) == "onednn"
+    assert fp32_matmuls_here(replace(config, dtype="bfloat16"), backbone, torch.device("cpu")) == "torch"
+    saved = json.loads((run / "config.json").read_text())
+    del saved["fp32_matmuls"]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert TrainConfig.from_run(run).fp32_matmuls == "torch"
+    for bad in (replace(config, fp32_matmuls="onednn", compile=True), replace(config, fp32_matmuls="mkl")):
+        with pytest.raises(UserError, match="--fp32-matmuls"):
+            bad.validate()
