@@ -402,4 +402,4 @@ def test_readme_fp32_training_through_onednn_figures_come_from_their_runs():
     share = re.search(r"Matmuls \*\*(\d+)%\*\*", profile).group(1)
     assert f"matmuls {share}% of an fp32 step on that Zen 4" in readme
     attention = re.search(r"attention (\d+)%", profile).group(1)
-    assert f"matmuls are then {share}% of an fp32 step, attention {attention}%" in readme
+    assert f"matmuls are {share}% of an fp32 step, attention {attention}%" in readme
