@@ -215,7 +215,12 @@ class OneDnnLinear(torch.nn.Module):
         return cls(weight_out_in(module), module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return onednn_linear(x, self.packed, self.bias)
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W.T (+ bias)`` by a weight that ``mkldnn._reorder_linear_weight`` packed."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 class _ThroughPacked(torch.autograd.Function):
@@ -228,7 +233,7 @@ class _ThroughPacked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return torch.ops.mkldnn._linear_pointwise(grad.contiguous(), ctx.layer.packed_t, None, "none", [], ""), None
+        return onednn_linear(grad.contiguous(), ctx.layer.packed_t), None
 
 
 class TrainingOneDnnLinear(OneDnnLinear):
