@@ -143,8 +143,22 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
         (tmp_path / "dev-decoding" / name).mkdir(parents=True)
         (tmp_path / "dev-decoding" / name / "scores.json").write_text(json.dumps(scores))
 
+    for name, bleu, steps, length in (("recipe", 57.5, 2008, 10), ("p40", 60.6, 1981, 40)):  # gpu_sweep.sh's runs
+        folder = tmp_path / "gpu-sweep" / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"max_minutes": 7, "max_steps": 3000, "lr": 5e-4,
+                                                        "batch_size": 8, "prefix_length": length}))
+        (folder / "train_log.jsonl").write_text(json.dumps({"step": steps, "tokens": 9, "tokens_per_s": 9.0,
+                                                            "loss": 0.8}) + "\n")
+        (folder / "scores.json").write_text(json.dumps({"entries": 300, "decode": {"num_beams": 5},
+                                                        "scores": {"all": {"bleu": bleu - 2}},
+                                                        "scores_challenge": {"all": {"bleu": bleu}},
+                                                        "entity_coverage": 85.0}))
+
     report = write_release_report(tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
+    assert [(r["name"], r["changes"], r["sentences"]) for r in saved["gpu_sweep"]] == [
+        ("p40", "prefix_length 40", 15848), ("recipe", "the recipe", 16064)]  # best on dev first
     assert [r["name"] for r in saved["dev_decoding"]] == ["lp1.5", "base"]  # best first
     assert saved["webnlg"]["entries"] == 1862 and saved["webnlg"]["num_beams"] == 5
     assert saved["webnlg"]["bleu"] == {"all": 50.0, "seen": 49.0, "unseen": 48.0}
@@ -193,4 +207,5 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "Machine: test CPU, 2 cores (avx2)." in md
     assert "| lp1.5 | 1.5 | no | 0 | 61.50 | 59.50 | 85.00% | 300 |\n| base | 1 | no | 0 | 60.00 |" in md
+    assert "| p40 | prefix_length 40 | 1,981 | 15,848 | 0.800 | 60.60 | 58.60 | 85.00% | 300 |\n| recipe |" in md
     assert f"first references, scored the same way, miss {reference_slot_error_rate():.2f}% of their slots" in md
