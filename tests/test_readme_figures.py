@@ -403,3 +403,15 @@ def test_readme_fp32_training_through_onednn_figures_come_from_their_runs():
     assert f"matmuls {share}% of an fp32 step on that Zen 4" in readme
     attention = re.search(r"attention (\d+)%", profile).group(1)
     assert f"matmuls are {share}% of an fp32 step, attention {attention}%" in readme
+
+
+def test_readme_gpu_sweep_ranking_comes_from_the_release_report():
+    """The sweep's dev ranking (scripts/gpu_sweep.sh, scripts/sweep_score.sh) as the README lists it, best first."""
+    rows = json.loads((ROOT / RELEASE).read_text())["gpu_sweep"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    shown = ", ".join(f"`{r['name']}` {r['bleu_challenge']:.2f}" for r in rows)
+    assert f"Challenge BLEU on dev: {shown}." in readme
+    rows = {r["name"]: r for r in rows}
+    assert rows["p40"]["changes"] == "prefix_length 40" and rows["long"]["changes"] == "max_steps 11315"
+    gaps = [rows["p40"]["bleu_challenge"] - rows[name]["bleu_challenge"] for name in ("long", "recipe")]
+    assert f"is {min(gaps):.1f}-{max(gaps):.1f} ahead of them" in readme
