@@ -194,7 +194,7 @@ GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev
 # The earlier recipes' (scripts/release.sh pairs), 40 minutes each: bf16 backbone (shipped before the 60-minute
 # prefix), fp32 backbone; the main pair's prefixes decoded with --rerank (scripts/release.sh rerank); and the recipe
 # with --compile for 60 minutes on an AMX Xeon and its PEFT anchor trained the same way there, and those decoded with
-# --rerank (scripts/release.sh amx); the shipped prefix decoded with the settings best on WebNLG dev
+# --rerank (scripts/release.sh amx); that AMX prefix (shipped before) decoded with the settings best on WebNLG dev
 # (scripts/dev_decoding.sh); the recipe with the prefix length the GPU sweep ranked first on dev
 # (scripts/release.sh p40).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
@@ -208,11 +208,12 @@ FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for trainer, run in PAIR_RUNS.items())
 # The other pairs whose targets the report states too: report key -> what the target lines add to their name.
 TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
-                "amx_compiled": " (the shipped prefix: 60 minutes with --compile on an AMX Xeon, PEFT trained the same "
+                "amx_compiled": " (the AMX prefix: 60 minutes with --compile on an AMX Xeon, PEFT trained the same "
                                 "way there)",
-                "amx_compiled_reranked": " (the shipped prefix decoded with --rerank)",
-                "dev_chosen": " (the shipped prefix decoded with the settings best on dev)",
-                "prefix_40": " (prefix length 40, ranked first on dev by the GPU sweep; 60 minutes with --compile)"}
+                "amx_compiled_reranked": " (the AMX prefix decoded with --rerank)",
+                "dev_chosen": " (the AMX prefix decoded with the settings best on dev)",
+                "prefix_40": " (the shipped prefix: length 40, ranked first on dev by the GPU sweep; 60 minutes with "
+                             "--compile)"}
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype", "compile", "max_steps")
 
@@ -354,8 +355,8 @@ def _curve(rows: list[dict]) -> list[dict]:
 
 
 def _release_targets(report: dict) -> list[str]:
-    """The quality targets against the main pair, the same prefixes decoded with --rerank, and the shipped prefix's
-    pair."""
+    """The quality targets against the main pair, the same prefixes decoded with --rerank, the AMX
+    prefix's pair and the shipped prefix."""
     lines = _targets(report["webnlg"], report["peft"].get("webnlg"), "")
     for key, decoded in TARGET_PAIRS.items():
         pair = report.get(key, {})
@@ -412,7 +413,7 @@ def write_release_report(out: Path) -> dict:
         md += ["![challenge BLEU against training minutes](curve.png)", ""]
         _curve_plot(report["curve"], out / "curve.png")
     if report["dev_decoding"]:
-        md += ["## Decoding settings for the shipped prefix, on WebNLG dev", "",
+        md += ["## Decoding settings for the AMX prefix (shipped before the prefix of length 40), on WebNLG dev", "",
                "`bash scripts/dev_decoding.sh`: evenly spaced WebNLG dev entries (seen categories only), beam 5, one "
                "setting a row, best first; test is decoded only with settings chosen here.", "",
                _dev_decoding_table(report["dev_decoding"]), ""]

@@ -57,18 +57,22 @@ def test_evaluate_with_a_shipped_prefix_writes_under_eval(shipped, tmp_path, cap
 def test_each_shipped_prefix_is_a_small_fp16_smollm2_prefix(name):
     tensor, header = artifact.read_prefix(artifact.shipped_prefixes()[name])
     assert header["backbone"] == "smollm2-135m" and tensor.dtype.is_floating_point
-    assert str(tensor.dtype) == "torch.float16" and tuple(tensor.shape) == (30, 2, 3, 10, 64)
-    assert artifact.shipped_prefixes()[name].stat().st_size < 300_000
+    length = header["train_config"]["prefix_length"]  # WebNLG's 40 (scored best), E2E's 10
+    assert str(tensor.dtype) == "torch.float16" and tuple(tensor.shape) == (30, 2, 3, length, 64)
+    assert artifact.shipped_prefixes()[name].stat().st_size < 2 * tensor.numel() + 4096  # fp16 and a small header
+    assert (name, length) in (("webnlg", 40), ("e2e", 10))
     assert header["format"] == name  # webnlg / e2e linearization
 
 
-def test_the_shipped_webnlg_prefix_is_the_release_reports_amx_run():
-    """The README's shipped-prefix figures are results/release/amx60/webnlg's: the prefix must be that run's."""
-    _, header = artifact.read_prefix(artifact.shipped_prefixes()["webnlg"])
-    config = json.loads((ROOT / "results/release/amx60/webnlg/config.json").read_text())
+def test_the_shipped_webnlg_prefix_is_the_release_reports_p40_run():
+    """The README's shipped-prefix figures are results/release/p40/webnlg's: the prefix must be that run's."""
+    shipped = artifact.shipped_prefixes()["webnlg"]
+    _, header = artifact.read_prefix(shipped)
+    config = json.loads((ROOT / "results/release/p40/webnlg/config.json").read_text())
     trained = header["train_config"]
     assert {k: v for k, v in trained.items() if k != "output"} == {k: v for k, v in config.items() if k != "output"}
-    assert trained["compile"] is True and trained["max_minutes"] == 60 and trained["dtype"] == "bfloat16"
+    assert trained["compile"] is True and trained["max_minutes"] == 60 and trained["prefix_length"] == 40
+    assert shipped.read_bytes() == (ROOT / "results/release/p40/webnlg/prefix.safetensors").read_bytes()
 
 
 def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: list[str] | None = None,
@@ -189,17 +193,17 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert "- +2 BLEU-A over PEFT at the same budget: 52.00 vs 49.00 (+3.00), **met**" in md
     assert "- WebNLG challenge BLEU-A >= 55 (both decoded with --rerank): 56.00, **met**" in md
     assert "- +2 BLEU-A over PEFT at the same budget (both decoded with --rerank): 56.00 vs 53.00 (+3.00)" in md
-    assert ("- +2 BLEU-A over PEFT at the same budget (the shipped prefix: 60 minutes with --compile on an AMX Xeon, "
+    assert ("- +2 BLEU-A over PEFT at the same budget (the AMX prefix: 60 minutes with --compile on an AMX Xeon, "
             "PEFT trained the same way there): 57.00 vs 54.50 (+2.50), **met**") in md
     assert rows["amx60/peft-webnlg"]["changes"] == "compile True" and rows["amx60/peft-webnlg"]["trainer"] == "peft"
     assert rows["rerank/amx60/webnlg"]["changes"] == "compile True, decoded with --rerank"
     assert list(saved["amx_compiled_reranked"]) == ["kg2text"]
     assert rows["dev-chosen/webnlg"]["changes"] == "compile True, length penalty 1.5, decoded with --rerank"
     assert "| kg2text, 60 minutes, AMX Xeon, --compile, decoding chosen on dev | webnlg | 1,862 | 57.00 /" in md
-    assert "- WebNLG challenge BLEU-A >= 55 (the shipped prefix decoded with the settings best on dev): 59.00" in md
+    assert "- WebNLG challenge BLEU-A >= 55 (the AMX prefix decoded with the settings best on dev): 59.00" in md
     assert "| kg2text, 60 minutes, AMX Xeon, --compile, --rerank | webnlg | 1,862 | 56.50 / 55.50 / 54.50 |" in md
-    assert "- WebNLG challenge BLEU-A >= 55 (the shipped prefix decoded with --rerank): 58.50, **met**" in md
-    assert "over PEFT at the same budget (the shipped prefix decoded with --rerank)" not in md  # no PEFT run to compare
+    assert "- WebNLG challenge BLEU-A >= 55 (the AMX prefix decoded with --rerank): 58.50, **met**" in md
+    assert "over PEFT at the same budget (the AMX prefix decoded with --rerank)" not in md  # no PEFT run to compare
     assert "| kg2text, --rerank | webnlg | 1,862 | 54.00 / 53.00 / 52.00 |" in md
     assert "| kg2text, 40 minutes | webnlg | 1,862 | 53.00 / 52.00 / 51.00 |" in md
     assert "| PEFT, 40 minutes |" not in md
