@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -196,12 +197,13 @@ GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev
 # with --compile for 60 minutes on an AMX Xeon and its PEFT anchor trained the same way there, and those decoded with
 # --rerank (scripts/release.sh amx); that AMX prefix (shipped before) decoded with the settings best on WebNLG dev
 # (scripts/dev_decoding.sh); the recipe with the prefix length the GPU sweep ranked first on dev
-# (scripts/release.sh p40).
+# (scripts/release.sh p40), and it decoded with --rerank.
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
                "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
                "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank"),
                "dev_chosen": ("dev-chosen", "60 minutes, AMX Xeon, --compile, decoding chosen on dev"),
-               "prefix_40": ("p40", "60 minutes, prefix length 40, --compile")}
+               "prefix_40": ("p40", "60 minutes, prefix length 40, --compile"),
+               "prefix_40_reranked": ("rerank/p40", "60 minutes, prefix length 40, --compile, --rerank")}
 PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
@@ -213,7 +215,8 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "amx_compiled_reranked": " (the AMX prefix decoded with --rerank)",
                 "dev_chosen": " (the AMX prefix decoded with the settings best on dev)",
                 "prefix_40": " (the shipped prefix: length 40, ranked first on dev by the GPU sweep; 60 minutes with "
-                             "--compile)"}
+                             "--compile)",
+                "prefix_40_reranked": " (the shipped prefix decoded with --rerank)"}
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype", "compile", "max_steps")
 
@@ -331,20 +334,26 @@ def gpu_sweep_rows(out: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["bleu_challenge"], r["name"]))
 
 
-def _gpu_sweep_table(rows: list[dict]) -> str:
-    lines = ["| run | what differs from the recipe | steps | sentences seen | final loss | challenge BLEU | "
-             "BLEU (sacrebleu) | coverage | entries |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['changes']} | {r['steps']:,} | {r['sentences']:,} | {r['final_loss']:.3f} | "
-              f"{r['bleu_challenge']:.2f} | {r['bleu']:.2f} | {r['coverage']:.2f}% | {r['entries']} |" for r in rows]
+def _dev_table(columns: str, alignment: str, rows: list[dict], cells: Callable[[dict], str]) -> str:
+    """A table of runs or settings scored on dev: each row's own columns, then its four dev scores."""
+    lines = [f"| {columns} | challenge BLEU | BLEU (sacrebleu) | coverage | entries |",
+             f"|{alignment}---:|---:|---:|---:|"]
+    lines += [f"| {cells(r)} | {r['bleu_challenge']:.2f} | {r['bleu']:.2f} | {r['coverage']:.2f}% | {r['entries']} |"
+              for r in rows]
     return "\n".join(lines)
+
+
+def _gpu_sweep_table(rows: list[dict]) -> str:
+    return _dev_table("run | what differs from the recipe | steps | sentences seen | final loss",
+                      "---|---|---:|---:|---:|", rows,
+                      lambda r: f"{r['name']} | {r['changes']} | {r['steps']:,} | {r['sentences']:,} | "
+                                f"{r['final_loss']:.3f}")
 
 
 def _dev_decoding_table(rows: list[dict]) -> str:
-    lines = ["| setting | length penalty | --rerank | --no-repeat-ngram | challenge BLEU | BLEU (sacrebleu) | coverage "
-             "| entries |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['length_penalty']:g} | {'yes' if r['rerank'] else 'no'} | {r['no_repeat_ngram']} | "
-              f"{r['bleu_challenge']:.2f} | {r['bleu']:.2f} | {r['coverage']:.2f}% | {r['entries']} |" for r in rows]
-    return "\n".join(lines)
+    return _dev_table("setting | length penalty | --rerank | --no-repeat-ngram", "---|---:|---|---:|", rows,
+                      lambda r: f"{r['name']} | {r['length_penalty']:g} | {'yes' if r['rerank'] else 'no'} | "
+                                f"{r['no_repeat_ngram']}")
 
 
 def _curve(rows: list[dict]) -> list[dict]:
