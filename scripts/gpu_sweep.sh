@@ -3,8 +3,8 @@
 # 60-minute CPU run reaches (STEPS, default 3,000 steps of 8: the shipped prefix's 60 minutes on an AMX Xeon
 # made 3,013; a Zen 4 makes 2,300-2,900), all at once on one GPU, where a 60-minute CPU run takes a minute or
 # two. The schedule (warmup 50, linear decay to 0) ends on the last step, as --max-minutes ends it on time on a
-# CPU. Plus one run for as long as Li & Liang train (5 epochs), to show what more time would give. bf16
-# backbone, as the CPU recipe trains where bf16 is faster. GPU numerics differ from a CPU's: this ranks
+# CPU. Plus one run planned for Li & Liang's 5 epochs (`long`), which MINUTES cuts short when the GPU is shared
+# (then it is the recipe again, a measure of the sweep's noise). bf16 backbone, as the CPU recipe trains where bf16 is faster. GPU numerics differ from a CPU's: this ranks
 # recipes; the figure that counts is the chosen recipe's 60-minute CPU run (scripts/release.sh).
 #   bash scripts/gpu_sweep.sh OUT            # on a machine with CUDA: trains into OUT/NAME/
 #   bash scripts/sweep_score.sh OUT          # anywhere: scores each prefix on WebNLG dev

@@ -20,7 +20,8 @@
 # on an Intel Xeon with AMX, where bf16 training is fastest.
 # Stage "p40" (bash scripts/release.sh p40): the recipe with the prefix length the GPU sweep ranked first on WebNLG
 # dev (scripts/gpu_sweep.sh, scripts/sweep_score.sh: 40 virtual tokens) and --compile, 60 minutes on this CPU, on
-# the full test, in p40/ (and decoded with --rerank, in rerank/p40/); it is the shipped WebNLG prefix (full test +0.91 BLEU-A over the AMX run's).
+# the full test, in p40/ (and decoded with --rerank, in rerank/p40/); it is the shipped WebNLG prefix (full test
+# +0.91 BLEU-A over the AMX run's).
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
 # 10 and 20 minutes (the curve, with each backbone dtype), each scored on the same evenly spaced slice of
 # WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on that slice from their sentences.
@@ -61,8 +62,8 @@ score() {  # NAME DATASET [FOLDER DECODING-ARGS...]: the full test split, beam 5
   if [ -f "$out/scores.json" ]; then return; fi
   kg2text evaluate --prefix "$RUNS/$1" --dataset "$2" --split test --num-beams 5 --batch-size 32 --output "$out" \
       "${@:4}"
-  # the prefix (fp16: 226 KiB at 10 positions, 901 KiB at 40) beside its scores: runs/ stays on the machine that trained it, and a later
-  # decoding setting (e.g. --rerank for an anchor) needs the prefix, not its sentences
+  # the prefix (fp16: 226 KiB at 10 positions, 901 KiB at 40) beside its scores: runs/ stays on the machine that
+  # trained it, and a later decoding setting (e.g. --rerank for an anchor) needs the prefix, not its sentences
   cp "$RUNS/$1/config.json" "$RUNS/$1/train_log.jsonl" "$RUNS/$1/prefix.safetensors" "$out/"
 }
 
