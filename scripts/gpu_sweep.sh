@@ -5,7 +5,8 @@
 # two. The schedule (warmup 50, linear decay to 0) ends on the last step, as --max-minutes ends it on time on a
 # CPU. Plus one run planned for Li & Liang's 5 epochs (`long`), which MINUTES cuts short when the GPU is shared
 # (then it is the recipe again, a measure of the sweep's noise). bf16 backbone, as the CPU recipe trains where
-# bf16 is faster. GPU numerics differ from a CPU's: this ranks recipes; the figure that counts is the chosen recipe's 60-minute CPU run (scripts/release.sh).
+# bf16 is faster. GPU numerics differ from a CPU's: this ranks recipes; the figure that counts is the chosen
+# recipe's 60-minute CPU run (scripts/release.sh).
 #   bash scripts/gpu_sweep.sh OUT            # on a machine with CUDA: trains into OUT/NAME/
 #   bash scripts/sweep_score.sh OUT          # anywhere: scores each prefix on WebNLG dev
 # MINUTES (default 7) ends every run on time if the GPU is shared too thinly: a run's steps in its
