@@ -217,6 +217,8 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "prefix_40": " (the shipped prefix: length 40, ranked first on dev by the GPU sweep; 60 minutes with "
                              "--compile)",
                 "prefix_40_reranked": " (the shipped prefix decoded with --rerank)"}
+# Recipes besides the recipe itself that the curve follows over training minutes: its changes -> the line's name.
+CURVE_RECIPES = {"prefix_length 40, compile True": "prefix length 40, --compile"}  # the shipped prefix's (p40)
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
                "init_text", "dtype", "compile", "max_steps")
 
@@ -356,11 +358,23 @@ def _dev_decoding_table(rows: list[dict]) -> str:
                                 f"{r['no_repeat_ngram']}")
 
 
+def _curve_series(row: dict) -> str | None:
+    """Which line of the curve a run is a point of: the recipe with its backbone dtype, or the shipped prefix's
+    recipe (CURVE_RECIPES); None for any other change (a method, a decoding setting, PEFT)."""
+    if row["trainer"] != "kg2text":
+        return None
+    if row["changes"] in ("the recipe", f"dtype {row['dtype']}"):
+        return f"{row['dtype']} backbone"
+    if row["changes"] in CURVE_RECIPES:
+        return f"{CURVE_RECIPES[row['changes']]}, {row['dtype']} backbone"
+    return None
+
+
 def _curve(rows: list[dict]) -> list[dict]:
-    """BLEU-A against training minutes: the recipe, with its backbone dtype or the other (kg2text only)."""
-    return [{"minutes": r["train_minutes"], "dtype": r["dtype"],
+    """BLEU-A against training minutes, one line per recipe and backbone dtype (kg2text only)."""
+    return [{"minutes": r["train_minutes"], "dtype": r["dtype"], "series": _curve_series(r),
              **{g: r["bleu_challenge"][g] for g in ("all", "seen", "unseen")}}
-            for r in rows if r["trainer"] == "kg2text" and r["changes"] in ("the recipe", f"dtype {r['dtype']}")]
+            for r in rows if _curve_series(r)]
 
 
 def _release_targets(report: dict) -> list[str]:
@@ -508,16 +522,16 @@ def _curve_plot(curve: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, dtype in enumerate(sorted({p["dtype"] for p in curve})):
-        style = ("-", "--", ":")[i % 3]
-        points = [p for p in curve if p["dtype"] == dtype]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, series in enumerate(sorted({p["series"] for p in curve})):
+        style = ("-", "--", ":", "-.")[i % 4]
+        points = [p for p in curve if p["series"] == series]
         for group, color in (("all", "C0"), ("unseen", "C1")):
             ax.plot([p["minutes"] for p in points], [p[group] for p in points], style, color=color, marker="o",
-                    label=f"{group}, {dtype} backbone")
+                    label=f"{group}, {series}")
     ax.set(xlabel="training minutes (2 CPU cores)", ylabel="challenge BLEU (test slice)",
            title="WebNLG: BLEU against training time")
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -9,8 +9,8 @@
 # WebNLG trains with a bf16 backbone where bf16 matrix multiplies measure faster than fp32 ones on this CPU
 # (measured once here, as `kg2text train --dtype auto` does; fp32 elsewhere, or set WEBNLG_DTYPE): at an equal
 # budget it gave more steps and higher BLEU (the explore stage's bf16-10min, and the fp32 pair below); a BF16 flag
-# alone is not enough (an Intel Xeon without AMX exposed trained bf16 at 0.76x fp32). The prefix itself trains in fp32 and decoding stays fp32. E2E's 8-minute
-# runs train in fp32 (bf16 not measured there).
+# alone is not enough (an Intel Xeon without AMX exposed trained bf16 at 0.76x fp32). The prefix itself trains in
+# fp32 and decoding stays fp32. E2E's 8-minute runs train in fp32 (bf16 not measured there).
 # Stage "pairs" (bash scripts/release.sh pairs): the earlier recipes' WebNLG pairs (kg2text and PEFT) on the
 # full test, 40 minutes each: bf16 backbone (40min/, shipped before the 60-minute prefix) and fp32 (fp32/).
 # Stage "rerank" (bash scripts/release.sh rerank, after the main stage): the main pair's WebNLG prefixes on the
@@ -21,10 +21,11 @@
 # Stage "p40" (bash scripts/release.sh p40): the recipe with the prefix length the GPU sweep ranked first on WebNLG
 # dev (scripts/gpu_sweep.sh, scripts/sweep_score.sh: 40 virtual tokens) and --compile, 60 minutes on this CPU, on
 # the full test, in p40/ (and decoded with --rerank, in rerank/p40/); it is the shipped WebNLG prefix (full test
-# +0.91 BLEU-A over the AMX run's).
+# +0.91 BLEU-A over the AMX run's); then its PEFT anchor with the same settings (40 positions), in p40/peft-webnlg/.
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
-# 10 and 20 minutes (the curve, with each backbone dtype), each scored on the same evenly spaced slice of
-# WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on that slice from their sentences.
+# 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40), each scored on
+# the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on
+# that slice from their sentences.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEBNLG_MINUTES=${WEBNLG_MINUTES:-60}
@@ -120,6 +121,10 @@ if [ "${1:-}" = p40 ]; then
   score p40/webnlg webnlg
   score p40/webnlg webnlg rerank --rerank
   cp "$RUNS/p40/webnlg/prefix.safetensors" kg2text/prefixes/webnlg.safetensors  # the shipped one since it scored best
+  train_peft p40/peft-webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile \
+      --prefix-length 40
+  score p40/peft-webnlg webnlg
+  check_peft p40/peft-webnlg
   python scripts/release_report.py "$OUT"
   exit 0
 fi
@@ -132,6 +137,9 @@ if [ "${1:-}" = explore ]; then
   explore control-10min 10 --dtype bfloat16 --method control  # + 2 positions per WebNLG category (control.py)
   explore lr1e-3-10min 10 --dtype bfloat16 --lr 1e-3  # a faster schedule (BLEU follows the steps closely)
   explore p20-10min 10 --dtype bfloat16 --prefix-length 20  # twice Li & Liang's prefix
+  explore p40-20min 20 --dtype bfloat16 --compile --prefix-length 40  # p40-*: the shipped prefix's recipe (curve)
+  explore p80-20min 20 --dtype bfloat16 --compile --prefix-length 80  # twice its length, beside it
+  explore p40-10min 10 --dtype bfloat16 --compile --prefix-length 40
   explore recipe-20min 20 --dtype float32
   explore bf16-20min 20 --dtype bfloat16
   python scripts/release_report.py "$OUT"

@@ -237,11 +237,13 @@ def test_readme_60_minutes_against_40_comes_from_the_release_report():
 def test_readme_curve_comes_from_the_release_report():
     curve = json.loads((ROOT / RELEASE).read_text())["curve"]
     readme = " ".join((ROOT / "README.md").read_text().split())
-    for dtype in ("bfloat16", "float32"):
-        points = [point for point in curve if point["dtype"] == dtype]
+    series = sorted({point["series"] for point in curve})
+    assert series == ["bfloat16 backbone", "float32 backbone", "prefix length 40, --compile, bfloat16 backbone"]
+    for name in series:
+        points = [point for point in curve if point["series"] == name]
         minutes = " / ".join(f"{point['minutes']:g}" for point in points)
         bleu = " / ".join(f"{point['all']:.2f}" for point in points)
-        assert f"{dtype} backbone: BLEU-A {bleu} after {minutes} minutes" in readme
+        assert f"{name}: BLEU-A {bleu} after {minutes} minutes" in readme
 
 
 def test_readme_bf16_gain_on_the_full_test_comes_from_the_release_report():
