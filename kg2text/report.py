@@ -522,7 +522,7 @@ def _curve_plot(curve: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for i, series in enumerate(sorted({p["series"] for p in curve})):
         style = ("-", "--", ":", "-.")[i % 4]
         points = [p for p in curve if p["series"] == series]
@@ -531,7 +531,7 @@ def _curve_plot(curve: list[dict], path: Path) -> None:
                     label=f"{group}, {series}")
     ax.set(xlabel="training minutes (2 CPU cores)", ylabel="challenge BLEU (test slice)",
            title="WebNLG: BLEU against training time")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -110,7 +110,7 @@ FIGURES = [
                    "40min/peft-webnlg",
                    "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg",
                    "amx60/peft-webnlg", "rerank/amx60/webnlg", "dev-chosen/webnlg", "p40/webnlg",
-                   "p40/peft-webnlg")],
+                   "p40/peft-webnlg", "p40-10min", "p40-20min", "p80-20min")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b1-greedy.kg2text_int4", "b1-beam5.kg2text_int4", "b32-beam5.kg2text",
                   "b32-beam5.baseline")],
@@ -246,6 +246,26 @@ def test_readme_curve_comes_from_the_release_report():
         minutes = " / ".join(f"{point['minutes']:g}" for point in points)
         bleu = " / ".join(f"{point['all']:.2f}" for point in points)
         assert f"{name}: BLEU-A {bleu} after {minutes} minutes" in readme
+
+
+def test_readme_shipped_recipe_over_time_and_a_longer_prefix_come_from_the_release_report():
+    rows = {r["name"]: r for r in json.loads((ROOT / RELEASE).read_text())["exploration"]}
+    short, sixty, longer = rows["p40-20min"], rows["p40/webnlg"], rows["p80-20min"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    unseen = " / ".join(f"{rows[name]['bleu_challenge']['unseen']:.2f}" for name in ("p40-10min", "p40-20min",
+                                                                                        "p40/webnlg"))
+    assert f"after 10 / 20 / 60 minutes (the 60-minute point is p40/webnlg on the slice), unseen {unseen}" in readme
+    gain = sixty["bleu_challenge"]["all"] - short["bleu_challenge"]["all"]
+    assert (f"({gain:+.2f} BLEU-A from 20 to 60 minutes, {sixty['train_steps'] / short['train_steps']:.1f}× the "
+            "steps)") in readme
+    more = {g: sixty["bleu_challenge"][g] - short["bleu_challenge"][g] for g in ("seen", "unseen")}
+    assert (f"would pay most on seen categories ({more['seen']:+.2f}) and less on unseen ({more['unseen']:+.2f})"
+            in readme)
+    moved = {g: longer["bleu_challenge"][g] - short["bleu_challenge"][g] for g in ("all", "unseen")}
+    shown = " / ".join(f"{longer['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+    assert (f"({longer['train_steps']:,} steps, {longer['train_tokens_per_s']:.0f} tokens/s against "
+            f"{short['train_tokens_per_s']:.0f}) scores {shown}, {moved['all']:+.2f} BLEU-A and {moved['unseen']:+.2f} "
+            "unseen against 40 at the same budget") in readme
 
 
 def test_readme_bf16_gain_on_the_full_test_comes_from_the_release_report():
