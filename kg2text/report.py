@@ -197,7 +197,7 @@ GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev
 # with --compile for 60 minutes on an AMX Xeon and its PEFT anchor trained the same way there, and those decoded with
 # --rerank (scripts/release.sh amx); that AMX prefix (shipped before) decoded with the settings best on WebNLG dev
 # (scripts/dev_decoding.sh); the recipe with the prefix length the GPU sweep ranked first on dev
-# (scripts/release.sh p40), and it decoded with --rerank.
+# (scripts/release.sh p40) and its PEFT anchor trained the same way, and it decoded with --rerank.
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
                "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
                "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank"),
