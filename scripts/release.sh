@@ -21,7 +21,8 @@
 # Stage "p40" (bash scripts/release.sh p40): the recipe with the prefix length the GPU sweep ranked first on WebNLG
 # dev (scripts/gpu_sweep.sh, scripts/sweep_score.sh: 40 virtual tokens) and --compile, 60 minutes on this CPU, on
 # the full test, in p40/ (and decoded with --rerank, in rerank/p40/); it is the shipped WebNLG prefix (full test
-# +0.91 BLEU-A over the AMX run's); then its PEFT anchor with the same settings (40 positions), in p40/peft-webnlg/.
+# +0.91 BLEU-A over the AMX run's); then its PEFT anchor with the same settings (40 positions), in p40/peft-webnlg/
+# (and decoded with --rerank, in rerank/p40/peft-webnlg/).
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
 # 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40), each scored on
 # the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on
@@ -125,6 +126,7 @@ if [ "${1:-}" = p40 ]; then
       --prefix-length 40
   score p40/peft-webnlg webnlg
   check_peft p40/peft-webnlg
+  score p40/peft-webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
   exit 0
 fi
