@@ -372,9 +372,9 @@ def _curve_series(row: dict) -> str | None:
 
 def _curve(rows: list[dict]) -> list[dict]:
     """BLEU-A against training minutes, one line per recipe and backbone dtype (kg2text only)."""
-    return [{"minutes": r["train_minutes"], "dtype": r["dtype"], "series": _curve_series(r),
+    return [{"minutes": r["train_minutes"], "dtype": r["dtype"], "series": series,
              **{g: r["bleu_challenge"][g] for g in ("all", "seen", "unseen")}}
-            for r in rows if _curve_series(r)]
+            for r in rows if (series := _curve_series(r))]
 
 
 def _release_targets(report: dict) -> list[str]:

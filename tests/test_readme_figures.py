@@ -445,10 +445,9 @@ def test_readme_gpu_sweep_ranking_comes_from_the_release_report():
     assert f"is {min(gaps):.1f}-{max(gaps):.1f} ahead of them" in readme
 
 
-
 def test_readme_shipped_prefix_against_its_peft_anchor_comes_from_the_release_report():
-    pair = json.loads((ROOT / RELEASE).read_text())["prefix_40"]
-    ours, theirs = pair["kg2text"], pair["peft"]
+    report = json.loads((ROOT / RELEASE).read_text())
+    ours, theirs = report["prefix_40"]["kg2text"], report["prefix_40"]["peft"]
     readme = " ".join((ROOT / "README.md").read_text().split())
     gain = {g: ours["bleu_challenge"][g] - theirs["bleu_challenge"][g] for g in ("all", "seen", "unseen")}
     shown = " / ".join(f"{theirs['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
@@ -460,7 +459,7 @@ def test_readme_shipped_prefix_against_its_peft_anchor_comes_from_the_release_re
     assert (f"{ours['train_tokens_per_s']:.0f} vs {theirs['train_tokens_per_s']:.0f} tokens/s) "
             f"{gain['all']:+.2f}, all on seen categories too") in readme
     assert gain["all"] < 2 and gain["seen"] > gain["all"] > 0 > gain["unseen"]  # what the sentences say
-    reranked = json.loads((ROOT / RELEASE).read_text())["prefix_40_reranked"]
+    reranked = report["prefix_40_reranked"]
     shown = " / ".join(f"{reranked['peft']['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
     gain = reranked["kg2text"]["bleu_challenge"]["all"] - reranked["peft"]["bleu_challenge"]["all"]
     assert (f"its PEFT anchor decoded the same way scores {shown}, so **{gain:+.2f} BLEU-A** with `--rerank` too"
