@@ -197,13 +197,17 @@ GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev
 # with --compile for 60 minutes on an AMX Xeon and its PEFT anchor trained the same way there, and those decoded with
 # --rerank (scripts/release.sh amx); that AMX prefix (shipped before) decoded with the settings best on WebNLG dev
 # (scripts/dev_decoding.sh); the recipe with the prefix length the GPU sweep ranked first on dev
-# (scripts/release.sh p40) and its PEFT anchor trained the same way, and it decoded with --rerank.
+# (scripts/release.sh p40) and its PEFT anchor trained the same way, and it decoded with --rerank; that recipe with
+# control prefixes, plain and decoded with --rerank (scripts/release.sh control).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
                "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
                "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank"),
                "dev_chosen": ("dev-chosen", "60 minutes, AMX Xeon, --compile, decoding chosen on dev"),
                "prefix_40": ("p40", "60 minutes, prefix length 40, --compile"),
-               "prefix_40_reranked": ("rerank/p40", "60 minutes, prefix length 40, --compile, --rerank")}
+               "prefix_40_reranked": ("rerank/p40", "60 minutes, prefix length 40, --compile, --rerank"),
+               "control_40": ("control40", "60 minutes, prefix length 40, --compile, control prefixes"),
+               "control_40_reranked": ("rerank/control40",
+                                       "60 minutes, prefix length 40, --compile, control prefixes, --rerank")}
 PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
@@ -216,7 +220,9 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "dev_chosen": " (the AMX prefix decoded with the settings best on dev)",
                 "prefix_40": " (the shipped prefix: length 40, ranked first on dev by the GPU sweep; 60 minutes with "
                              "--compile)",
-                "prefix_40_reranked": " (the shipped prefix decoded with --rerank)"}
+                "prefix_40_reranked": " (the shipped prefix decoded with --rerank)",
+                "control_40": " (the shipped prefix's recipe with control prefixes)",
+                "control_40_reranked": " (the shipped prefix's recipe with control prefixes, decoded with --rerank)"}
 # Recipes besides the recipe itself that the curve follows over training minutes: its changes -> the line's name.
 CURVE_RECIPES = {"prefix_length 40, compile True": "prefix length 40, --compile"}  # the shipped prefix's (p40)
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
@@ -417,7 +423,7 @@ def write_release_report(out: Path) -> dict:
     report["curve"] = _curve(report["exploration"])
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
-    stages = ("pairs", "rerank", "amx", "p40", "explore")
+    stages = ("pairs", "rerank", "amx", "p40", "control", "explore")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]

@@ -23,6 +23,9 @@
 # the full test, in p40/ (and decoded with --rerank, in rerank/p40/); it is the shipped WebNLG prefix (full test
 # +0.91 BLEU-A over the AMX run's); then its PEFT anchor with the same settings (40 positions), in p40/peft-webnlg/
 # (and decoded with --rerank, in rerank/p40/peft-webnlg/).
+# Stage "control" (bash scripts/release.sh control): the shipped prefix's recipe plus control prefixes (--method
+# control: 2 positions per WebNLG category behind the 40 shared ones, control.py; second on dev in the GPU sweep),
+# 60 minutes on this CPU, on the full test, in control40/ (and decoded with --rerank, in rerank/control40/).
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
 # 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40), each scored on
 # the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on
@@ -127,6 +130,15 @@ if [ "${1:-}" = p40 ]; then
   score p40/peft-webnlg webnlg
   check_peft p40/peft-webnlg
   score p40/peft-webnlg webnlg rerank --rerank
+  python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
+if [ "${1:-}" = control ]; then
+  train control40/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
+      --method control
+  score control40/webnlg webnlg
+  score control40/webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
   exit 0
 fi
