@@ -209,6 +209,9 @@ OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32
                "control_40_reranked": ("rerank/control40",
                                        "60 minutes, prefix length 40, --compile, control prefixes, --rerank")}
 PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
+# E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40)
+E2E_PAIRS = {"e2e_prefix_40": ("e2e40", "8 minutes, prefix length 40, --compile")}
+E2E_PAIR_RUNS = {"kg2text": "e2e", "peft": "peft-e2e"}
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
                        for trainer, run in PAIR_RUNS.items())
@@ -416,14 +419,15 @@ def write_release_report(out: Path) -> dict:
                       if (out / f"peft-{task}" / "scores.json").exists()}
     report["train_minutes"] = report["webnlg"]["train_minutes"]
     report["dtype"] = report["webnlg"]["dtype"]
-    for key, (folder, _) in OTHER_PAIRS.items():
-        report[key] = {trainer: release_entry(out / folder / run) for trainer, run in PAIR_RUNS.items()
-                       if (out / folder / run / "scores.json").exists()}
+    for pairs, runs in ((OTHER_PAIRS, PAIR_RUNS), (E2E_PAIRS, E2E_PAIR_RUNS)):
+        for key, (folder, _) in pairs.items():
+            report[key] = {trainer: release_entry(out / folder / run) for trainer, run in runs.items()
+                           if (out / folder / run / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
-    stages = ("pairs", "rerank", "amx", "p40", "control", "explore")
+    stages = ("pairs", "rerank", "amx", "p40", "control", "e2e40", "explore")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]
@@ -490,8 +494,8 @@ def _release_table(report: dict) -> str:
     rows = ["| trainer | task | entries | BLEU all / seen / unseen | challenge BLEU all / seen / unseen | chrF++ | "
             "faithfulness / other | trained | decoding |", "|---|---|---:|---|---|---:|---|---|---:|"]
     pairs = [("kg2text", report, RELEASE_TASKS), ("PEFT", report["peft"], RELEASE_TASKS),
-             *((f"{shown}, {name}", {"webnlg": report[key].get(trainer)}, ("webnlg",))
-               for key, (_, name) in OTHER_PAIRS.items()
+             *((f"{shown}, {name}", {task: report[key].get(trainer)}, (task,))
+               for pairs, task in ((OTHER_PAIRS, "webnlg"), (E2E_PAIRS, "e2e")) for key, (_, name) in pairs.items()
                for trainer, shown in (("kg2text", "kg2text"), ("peft", "PEFT")))]
     for trainer, runs, tasks in pairs:
         for task in tasks:

@@ -26,6 +26,9 @@
 # Stage "control" (bash scripts/release.sh control): the shipped prefix's recipe plus control prefixes (--method
 # control: 2 positions per WebNLG category behind the 40 shared ones, control.py; second on dev in the GPU sweep),
 # 60 minutes on this CPU, on the full test, in control40/ (and decoded with --rerank, in rerank/control40/).
+# Stage "e2e40" (bash scripts/release.sh e2e40): the shipped WebNLG prefix's recipe (40 positions, --compile, the
+# WebNLG backbone dtype) on E2E dev for E2E's 8 minutes, and its PEFT anchor trained the same way, on the full E2E
+# test, in e2e40/.
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
 # 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40), each scored on
 # the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on
@@ -139,6 +142,17 @@ if [ "${1:-}" = control ]; then
       --method control
   score control40/webnlg webnlg
   score control40/webnlg webnlg rerank --rerank
+  python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
+if [ "${1:-}" = e2e40 ]; then
+  train e2e40/e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20 --dtype "$WEBNLG_DTYPE" --compile \
+      --prefix-length 40
+  score e2e40/e2e e2e
+  train_peft e2e40/peft-e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20 --dtype "$WEBNLG_DTYPE" \
+      --compile --prefix-length 40
+  score e2e40/peft-e2e e2e
   python scripts/release_report.py "$OUT"
   exit 0
 fi

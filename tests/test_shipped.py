@@ -111,6 +111,8 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     _scored_run(tmp_path / "peft-webnlg", "webnlg", 47.0, 60, ["x"] * len(references))
     _scored_run(tmp_path / "40min" / "webnlg", "webnlg", 53.0, 40, references[:-2] + ["x", "x"])
     _scored_run(tmp_path / "peft-e2e", "e2e", 60.0, 8)
+    for trainer, bleu in (("e2e", 64.0), ("peft-e2e", 61.0)):  # the shipped WebNLG prefix's recipe on E2E (e2e40)
+        _scored_run(tmp_path / "e2e40" / trainer, "e2e", bleu, 8)
     _scored_run(tmp_path / "fp32" / "webnlg", "webnlg", 44.0, 40, references[:-1] + ["x"], dtype="float32")
     _scored_run(tmp_path / "fp32" / "peft-webnlg", "webnlg", 43.0, 40, ["x"] * len(references), dtype="float32")
 
@@ -177,6 +179,7 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert saved["e2e"]["bleu"] == 62.0 and saved["e2e"]["ser"] == 20.0 and saved["e2e"]["cider"] == 1.5
     assert saved["peft"]["webnlg"]["bleu_challenge"]["all"] == 49.0 and saved["peft"]["e2e"]["bleu"] == 60.0
     assert saved["train_minutes"] == 60 and saved["dtype"] == "bfloat16"
+    assert saved["e2e_prefix_40"]["kg2text"]["bleu"] == 64.0 and saved["e2e_prefix_40"]["peft"]["bleu"] == 61.0
     assert saved["fp32_backbone"]["kg2text"]["bleu_challenge"]["all"] == 46.0
     assert saved["fp32_backbone"]["peft"]["bleu"]["unseen"] == 41.0
     assert list(saved["forty_minutes"]) == ["kg2text"]  # no PEFT 40-minute run in this folder
@@ -220,6 +223,9 @@ def test_release_report_has_the_issues_schema_and_says_which_targets_are_met(tmp
     assert "| kg2text, --rerank | webnlg | 1,862 | 54.00 / 53.00 / 52.00 |" in md
     assert "| kg2text, 40 minutes | webnlg | 1,862 | 53.00 / 52.00 / 51.00 |" in md
     assert "| PEFT, 40 minutes |" not in md
+    assert "| kg2text, 8 minutes, prefix length 40, --compile | e2e | 630 | 64.00 | – |" in md
+    assert "| PEFT, 8 minutes, prefix length 40, --compile | e2e | 630 | 61.00 | – |" in md
+    assert not any(name.startswith("e2e40") for name in rows)  # E2E runs are not scored on WebNLG's slice
     assert "| kg2text, fp32 backbone | webnlg | 1,862 | 44.00 / 43.00 / 42.00 | 46.00 / 45.00 / 44.00 |" in md
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "Machine: test CPU, 2 cores (avx2)." in md
