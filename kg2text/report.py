@@ -495,7 +495,7 @@ def _release_table(report: dict) -> str:
             "faithfulness / other | trained | decoding |", "|---|---|---:|---|---|---:|---|---|---:|"]
     pairs = [("kg2text", report, RELEASE_TASKS), ("PEFT", report["peft"], RELEASE_TASKS),
              *((f"{shown}, {name}", {task: report[key].get(trainer)}, (task,))
-               for pairs, task in ((OTHER_PAIRS, "webnlg"), (E2E_PAIRS, "e2e")) for key, (_, name) in pairs.items()
+               for named, task in ((OTHER_PAIRS, "webnlg"), (E2E_PAIRS, "e2e")) for key, (_, name) in named.items()
                for trainer, shown in (("kg2text", "kg2text"), ("peft", "PEFT")))]
     for trainer, runs, tasks in pairs:
         for task in tasks:
