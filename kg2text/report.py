@@ -208,13 +208,19 @@ OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32
                "control_40": ("control40", "60 minutes, prefix length 40, --compile, control prefixes"),
                "control_40_reranked": ("rerank/control40",
                                        "60 minutes, prefix length 40, --compile, control prefixes, --rerank")}
-PAIR_RUNS = {"kg2text": "webnlg", "peft": "peft-webnlg"}  # trainer -> run folder inside a pair's folder
 # E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40)
 E2E_PAIRS = {"e2e_prefix_40": ("e2e40", "8 minutes, prefix length 40, --compile")}
-E2E_PAIR_RUNS = {"kg2text": "e2e", "peft": "peft-e2e"}
+PAIRS_BY_TASK = {"webnlg": OTHER_PAIRS, "e2e": E2E_PAIRS}
+
+
+def pair_runs(task: str) -> dict[str, str]:
+    """Trainer -> its run folder inside a pair's folder, release.sh's naming (``webnlg``, ``peft-webnlg``)."""
+    return {"kg2text": task, "peft": f"peft-{task}"}
+
+
 FULL_TEST_RUNS = tuple((f"{folder}/{run}" if folder else run, trainer)
                        for folder in ("", *(folder for folder, _ in OTHER_PAIRS.values()))
-                       for trainer, run in PAIR_RUNS.items())
+                       for trainer, run in pair_runs("webnlg").items())
 # The other pairs whose targets the report states too: report key -> what the target lines add to their name.
 TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "amx_compiled": " (the AMX prefix: 60 minutes with --compile on an AMX Xeon, PEFT trained the same "
@@ -419,9 +425,9 @@ def write_release_report(out: Path) -> dict:
                       if (out / f"peft-{task}" / "scores.json").exists()}
     report["train_minutes"] = report["webnlg"]["train_minutes"]
     report["dtype"] = report["webnlg"]["dtype"]
-    for pairs, runs in ((OTHER_PAIRS, PAIR_RUNS), (E2E_PAIRS, E2E_PAIR_RUNS)):
+    for task, pairs in PAIRS_BY_TASK.items():
         for key, (folder, _) in pairs.items():
-            report[key] = {trainer: release_entry(out / folder / run) for trainer, run in runs.items()
+            report[key] = {trainer: release_entry(out / folder / run) for trainer, run in pair_runs(task).items()
                            if (out / folder / run / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
@@ -495,7 +501,7 @@ def _release_table(report: dict) -> str:
             "faithfulness / other | trained | decoding |", "|---|---|---:|---|---|---:|---|---|---:|"]
     pairs = [("kg2text", report, RELEASE_TASKS), ("PEFT", report["peft"], RELEASE_TASKS),
              *((f"{shown}, {name}", {task: report[key].get(trainer)}, (task,))
-               for named, task in ((OTHER_PAIRS, "webnlg"), (E2E_PAIRS, "e2e")) for key, (_, name) in named.items()
+               for task, named in PAIRS_BY_TASK.items() for key, (_, name) in named.items()
                for trainer, shown in (("kg2text", "kg2text"), ("peft", "PEFT")))]
     for trainer, runs, tasks in pairs:
         for task in tasks:
