@@ -160,6 +160,12 @@ def hf_generate(model, config: GenerationConfig, **inputs) -> torch.Tensor:
     return model.generate(**inputs, generation_config=config, logits_processor=processors)
 
 
+def pick_sentence(candidates: list[str], items: tuple[Item, ...] | None = None) -> str:
+    """An input's output among its candidates (best-scored first): the first, or with ``items`` (``--rerank``) the
+    first of those that mention the most of their entities."""
+    return candidates[0] if items is None else max(candidates, key=lambda text: mentions_found(items, text)[0])
+
+
 def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig, generate_batch: GenerateBatch,
                    virtual_tokens: int = 0, progress: bool = False,
                    items: list[tuple[Item, ...]] | None = None) -> list[str]:
@@ -189,8 +195,7 @@ def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig,
         texts = [" ".join(text.split()) for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         for index, row in enumerate(batch):
             candidates = texts[index * decode.candidates: (index + 1) * decode.candidates]
-            outputs[row] = max(candidates, key=lambda t: mentions_found(items[row], t)[0]) if decode.rerank \
-                else candidates[0]
+            outputs[row] = pick_sentence(candidates, items[row] if decode.rerank else None)
         bar.update(len(batch))
     bar.close()
     return outputs

@@ -146,6 +146,15 @@ if [ "${1:-}" = control ]; then
   exit 0
 fi
 
+if [ "${1:-}" = b4 ]; then  # the shipped prefix's recipe with half the batch (4) at lr 3.5e-4 (5e-4 / sqrt 2)
+  train b4/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
+      --batch-size 4 --lr 3.5e-4
+  score b4/webnlg webnlg
+  score b4/webnlg webnlg rerank --rerank
+  python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
 if [ "${1:-}" = e2e40 ]; then
   train e2e40/e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20 --dtype "$WEBNLG_DTYPE" --compile \
       --prefix-length 40
@@ -168,6 +177,7 @@ if [ "${1:-}" = explore ]; then
   explore p40-20min 20 --dtype bfloat16 --compile --prefix-length 40  # p40-*: the shipped prefix's recipe (curve)
   explore p80-20min 20 --dtype bfloat16 --compile --prefix-length 80  # twice its length, beside it
   explore p40-10min 10 --dtype bfloat16 --compile --prefix-length 40
+  explore p40-b4-10min 10 --dtype bfloat16 --compile --prefix-length 40 --batch-size 4 --lr 3.5e-4  # half the batch
   explore recipe-20min 20 --dtype float32
   explore bf16-20min 20 --dtype bfloat16
   python scripts/release_report.py "$OUT"
