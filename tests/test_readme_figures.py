@@ -69,7 +69,9 @@ WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 min
                ("kg2text, 60 minutes, prefix length 40, --compile, --rerank", "prefix_40_reranked.kg2text"),
                ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes", "control_40.kg2text"),
                ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --rerank",
-                "control_40_reranked.kg2text"))
+                "control_40_reranked.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, batch 4", "batch_4.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, batch 4, --rerank", "batch_4_reranked.kg2text"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"),
             ("kg2text, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.kg2text"),
             ("PEFT, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.peft"))
@@ -116,8 +118,8 @@ FIGURES = [
                    "40min/peft-webnlg",
                    "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg",
                    "amx60/peft-webnlg", "rerank/amx60/webnlg", "dev-chosen/webnlg", "p40/webnlg",
-                   "p40/peft-webnlg", "p40-10min", "p40-20min", "p80-20min", "control40/webnlg",
-                   "rerank/control40/webnlg")],
+                   "p40/peft-webnlg", "p40-10min", "p40-b4-10min", "p40-20min", "p80-20min", "control40/webnlg",
+                   "rerank/control40/webnlg", "b4/webnlg", "rerank/b4/webnlg")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b1-greedy.kg2text_int4", "b1-beam5.kg2text_int4", "b32-beam5.kg2text",
                   "b32-beam5.baseline")],
@@ -520,3 +522,59 @@ def test_readme_shipped_recipe_on_e2e_comes_from_the_release_report():
             f"PEFT's {theirs['bleu']:.2f} ({theirs['ser']:.2f}%) and the shipped E2E prefix's "
             f"{shipped['bleu']:.2f}") in readme
     assert ours["train_steps"] > theirs["train_steps"] and ours["bleu"] < min(theirs["bleu"], shipped["bleu"])
+
+
+def _nbest(name: str) -> dict[str, list[str]]:
+    """scripts/nbest_probe.py's table for ``name``: choice -> challenge BLEU [all, seen, unseen] as shown."""
+    rows = (ROOT / f"results/release/nbest/{name}.md").read_text().splitlines()
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows if row.startswith("| ") and "/" in row]
+    return {c[0]: c[1].split(" / ") for c in cells if c[0] != "choice"}
+
+
+def test_readme_beam_choices_come_from_the_nbest_probe():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    dev, test = _nbest("webnlg-dev300-beam5"), _nbest("webnlg-test400-beam5")
+    dev10, test10 = _nbest("webnlg-dev300-beam10"), _nbest("webnlg-test400-beam10")
+    assert (f"{dev['top'][0]} best-scored, **{dev['rerank'][0]} `--rerank`**, {dev['mbr-bleu'][0]} / "
+            f"{dev['mbr-chrf'][0]} by BLEU / chrF++ consensus, {dev['mbr-bleu+cov'][0]} / {dev['mbr-chrf+cov'][0]} "
+            "when") in readme
+    assert (f"400 test entries {test['top'][0]}, **{test['rerank'][0]}**, {test['mbr-bleu'][0]} / "
+            f"{test['mbr-chrf'][0]}, {test['mbr-bleu+cov'][0]} / {test['mbr-chrf+cov'][0]} (unseen {test['top'][2]}, "
+            f"{test['rerank'][2]}, {test['mbr-bleu'][2]} / {test['mbr-chrf'][2]}, {test['mbr-bleu+cov'][2]} / "
+            f"{test['mbr-chrf+cov'][2]})") in readme
+    gain = {k: float(test10[k][0]) - float(test[k][0]) for k in ("top", "rerank")}
+    loss = {k: float(dev10[k][0]) - float(dev[k][0]) for k in ("top", "rerank")}
+    assert (f"test slice by {gain['top']:+.2f} best-scored ({test10['top'][0]}) and {gain['rerank']:+.2f} with "
+            f"`--rerank` ({test10['rerank'][0]}) but dev by {loss['top']:+.2f} ({dev10['top'][0]}) and "
+            f"{loss['rerank']:+.2f} ({dev10['rerank'][0]})") in readme
+    # what the sentences say: consensus never beats --rerank; beam 10 helps the slice and not dev
+    assert all(float(t[k][0]) < float(t["rerank"][0]) for t in (dev, test) for k in t if k.startswith("mbr"))
+    assert gain["top"] > 0 > loss["top"] and gain["rerank"] > 0 > loss["rerank"]
+
+
+def test_readme_half_batch_at_sixty_minutes_comes_from_the_release_report():
+    report = json.loads((ROOT / RELEASE).read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    short = {r["name"]: r for r in report["exploration"]}
+    small, usual = short["p40-b4-10min"], short["p40-10min"]
+    shown = {name: " / ".join(f"{row['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+             for name, row in (("small", small), ("usual", usual))}
+    assert (f"made {small['train_steps']} steps against {usual['train_steps']} and scored {shown['small']} on the "
+            f"exploration's slice against the shipped recipe's {shown['usual']}") in readme
+    ours, shipped = report["batch_4"]["kg2text"], report["prefix_40"]["kg2text"]
+    assert (f"{ours['train_steps']:,} steps at {ours['train_tokens_per_s']:.0f} tokens/s "
+            f"({4 * ours['train_steps']:,} sentences against the shipped run's {8 * shipped['train_steps']:,} at "
+            f"{shipped['train_tokens_per_s']:.0f} tokens/s") in readme
+    gain = {g: ours["bleu_challenge"][g] - shipped["bleu_challenge"][g] for g in ("all", "seen", "unseen")}
+    bleu = " / ".join(f"{ours['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+    assert (f"Full test challenge BLEU **{bleu}** (the rows \"..., batch 4\" above): against the shipped prefix "
+            f"{gain['all']:+.2f} BLEU-A, {gain['seen']:+.2f} seen, {gain['unseen']:+.2f} unseen") in readme
+    assert f"with half the batch (\"Half the batch at the 60-minute budget\" below) {bleu}, lower." in readme
+    reranked, shipped_reranked = report["batch_4_reranked"]["kg2text"], report["prefix_40_reranked"]["kg2text"]
+    bleu = " / ".join(f"{reranked['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+    gains = ", ".join(f"{reranked['bleu_challenge'][g] - shipped_reranked['bleu_challenge'][g]:+.2f}"
+                      for g in ("all", "seen", "unseen"))
+    assert f"with `--rerank` {bleu} ({gains} against the shipped prefix with `--rerank`)" in readme
+    # what the sentences say: better at 10 minutes, worse on BLEU-A and seen at 60, unseen a little up
+    assert small["bleu_challenge"]["all"] > usual["bleu_challenge"]["all"]
+    assert gain["all"] < 0 and gain["seen"] < 0 < gain["unseen"]
