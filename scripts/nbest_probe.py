@@ -61,13 +61,10 @@ def consensus(candidates: list[str], metric: str) -> list[float]:
 
 def choose(record: Record, candidates: list[str], how: str) -> str:
     """The sentence that choice ``how`` outputs."""
-    mentions = [mentions_found(record.items, text)[0] for text in candidates]
-    if how == "top":
-        return candidates[0]
-    if how == "rerank":
-        return candidates[max(range(len(candidates)), key=lambda i: (mentions[i], -i))]
+    if how in ("top", "rerank"):
+        return generation.pick_sentence(candidates, record.items if how == "rerank" else None)
     agreement = consensus(candidates, how.split("-")[1].removesuffix("+cov"))
-    first = mentions if how.endswith("+cov") else [0] * len(candidates)
+    first = [mentions_found(record.items, text)[0] if how.endswith("+cov") else 0 for text in candidates]
     return candidates[max(range(len(candidates)), key=lambda i: (first[i], agreement[i]))]
 
 
