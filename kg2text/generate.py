@@ -133,6 +133,7 @@ def _generation_config(backbone: Backbone, decode: DecodeConfig) -> GenerationCo
 
 
 GenerateBatch = Callable[[list[int], torch.Tensor, torch.Tensor, GenerationConfig], torch.Tensor]
+Pick = Callable[[int, list[str]], str]  # (input index, its candidates best-scored first) -> its output
 
 
 class OutputNoRepeatNGram(LogitsProcessor):
@@ -168,13 +169,18 @@ def pick_sentence(candidates: list[str], items: tuple[Item, ...] | None = None) 
 
 def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig, generate_batch: GenerateBatch,
                    virtual_tokens: int = 0, progress: bool = False,
-                   items: list[tuple[Item, ...]] | None = None) -> list[str]:
+                   items: list[tuple[Item, ...]] | None = None, pick: Pick | None = None) -> list[str]:
     """Tokenize, batch by length, left-pad, call ``generate_batch(indices, ids, mask, config)`` for the
     new tokens of each batch (``decode.candidates`` rows per input, best first), and return clean one-line
     sentences in input order. With ``decode.rerank``, each input's sentence is its candidate that mentions
-    the most of its ``items``' entities (ties: the better-scored one)."""
-    if decode.rerank and items is None:
+    the most of its ``items``' entities (ties: the better-scored one); ``pick`` chooses instead where given."""
+    if decode.rerank and items is None and pick is None:
         raise ValueError("reranking by mentions needs each prompt's items")
+
+    def by_mentions(row: int, candidates: list[str]) -> str:
+        return pick_sentence(candidates, items[row] if decode.rerank else None)
+
+    pick = pick or by_mentions
     tokenizer, device = backbone.tokenizer, backbone.model.device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     for ids in encoded:
@@ -195,18 +201,19 @@ def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig,
         texts = [" ".join(text.split()) for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         for index, row in enumerate(batch):
             candidates = texts[index * decode.candidates: (index + 1) * decode.candidates]
-            outputs[row] = pick_sentence(candidates, items[row] if decode.rerank else None)
+            outputs[row] = pick(row, candidates)
         bar.update(len(batch))
     bar.close()
     return outputs
 
 
 def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progress: bool = False,
-                   tasks: list[int] | None = None, items: list[tuple[Item, ...]] | None = None) -> list[str]:
+                   tasks: list[int] | None = None, items: list[tuple[Item, ...]] | None = None,
+                   pick: Pick | None = None) -> list[str]:
     """Generate a sentence for each model prompt with the prefix or prompt in use.
 
     With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ);
-    ``items`` are each prompt's facts, which ``decode.rerank`` needs.
+    ``items`` are each prompt's facts, which ``decode.rerank`` needs; ``pick`` as in ``decode_batched``.
     ``no_repeat_ngram_size`` is only in transformers' ``generate``, which then decodes.
     """
     tokenizer = lm.backbone.tokenizer
@@ -229,11 +236,12 @@ def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progre
         out = hf_generate(lm.backbone.model, config, **inputs)
         return out[:, ids.shape[1]:] if "input_ids" in inputs else out  # from embeddings only new tokens return
 
-    return decode_batched(lm.backbone, prompts, decode, generate_batch, lm.virtual_tokens, progress, items)
+    return decode_batched(lm.backbone, prompts, decode, generate_batch, lm.virtual_tokens, progress, items, pick)
 
 
 def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | list[UserInput],
-                       decode: DecodeConfig, progress: bool = False, categories: list[str] | None = None) -> list[str]:
+                       decode: DecodeConfig, progress: bool = False, categories: list[str] | None = None,
+                       pick: Pick | None = None) -> list[str]:
     """Parsed inputs (items, or ``UserInput`` naming their task) -> sentences.
 
     ``categories`` (each input's WebNLG category) choose a control-prefix run's control prefixes; without
@@ -246,5 +254,5 @@ def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | li
     prompts = [model_prompt(fmt.linearize(x), separator) for fmt, x in zip(formats, items, strict=True)]
     if loaded.categories:
         rows = category_rows(loaded.categories, categories or [""] * len(inputs))
-        return decode_prompts(loaded.lm, prompts, decode, progress, rows, items)
-    return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None, items)
+        return decode_prompts(loaded.lm, prompts, decode, progress, rows, items, pick)
+    return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None, items, pick)

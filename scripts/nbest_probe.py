@@ -22,10 +22,9 @@ from pathlib import Path
 
 import sacrebleu
 
-import kg2text.generate as generation
 from kg2text.artifact import atomic_write_text
 from kg2text.data import Record, evenly_spaced, read_records
-from kg2text.generate import DecodeConfig, generate_sentences, load_for_generation
+from kg2text.generate import DecodeConfig, generate_sentences, load_for_generation, pick_sentence
 from kg2text.metrics import challenge_bleu, chrf_pp, mentions_found, scores_by_group
 
 CHOICES = ("top", "rerank", "mbr-bleu", "mbr-chrf", "mbr-bleu+cov", "mbr-chrf+cov")
@@ -33,23 +32,17 @@ CONSENSUS = {"bleu": sacrebleu.metrics.BLEU(effective_order=True), "chrf": sacre
 
 
 def decode_candidates(prefix: str, records: list[Record], num_beams: int) -> list[list[str]]:
-    """Each entry's finished beams, best-scored first, recorded as ``pick_sentence`` receives them."""
-    seen: dict[int, list[str]] = {}
-    pick = generation.pick_sentence
+    """Each entry's finished beams, best-scored first (``rerank`` keeps them all; ``pick`` records them)."""
+    kept: dict[int, list[str]] = {}
 
-    def recording(candidates: list[str], items=None) -> str:
-        seen[id(items)] = list(candidates)
-        return pick(candidates, items)
+    def keep(row: int, candidates: list[str]) -> str:
+        kept[row] = candidates
+        return candidates[0]
 
-    generation.pick_sentence = recording
-    try:
-        items = [record.items for record in records]
-        generate_sentences(load_for_generation({"webnlg": Path(prefix)}), items,
-                           DecodeConfig(num_beams=num_beams, rerank=True, batch_size=32), progress=True,
-                           categories=[record.category for record in records])
-    finally:
-        generation.pick_sentence = pick
-    return [seen[id(entry)] for entry in items]
+    generate_sentences(load_for_generation({"webnlg": Path(prefix)}), [record.items for record in records],
+                       DecodeConfig(num_beams=num_beams, rerank=True, batch_size=32), progress=True,
+                       categories=[record.category for record in records], pick=keep)
+    return [kept[row] for row in range(len(records))]
 
 
 def consensus(candidates: list[str], metric: str) -> list[float]:
@@ -62,7 +55,7 @@ def consensus(candidates: list[str], metric: str) -> list[float]:
 def choose(record: Record, candidates: list[str], how: str) -> str:
     """The sentence that choice ``how`` outputs."""
     if how in ("top", "rerank"):
-        return generation.pick_sentence(candidates, record.items if how == "rerank" else None)
+        return pick_sentence(candidates, record.items if how == "rerank" else None)
     agreement = consensus(candidates, how.split("-")[1].removesuffix("+cov"))
     first = [mentions_found(record.items, text)[0] if how.endswith("+cov") else 0 for text in candidates]
     return candidates[max(range(len(candidates)), key=lambda i: (first[i], agreement[i]))]

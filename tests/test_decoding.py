@@ -100,6 +100,11 @@ def test_rerank_outputs_the_candidate_that_mentions_most_entities(backbone):
     assert chosen == ["Alan Bean was born in Texas.", "Alan Bean was born.", "He was born."]  # ties: the best beam
     with pytest.raises(ValueError, match="needs each prompt's items"):
         decode_batched(backbone, PROMPTS[:3], decode, generate_batch)
+    seen = {}  # a pick of one's own gets each input's candidates, by input index, and its choice is the output
+    last = decode_batched(backbone, PROMPTS[:3], decode, generate_batch,
+                          pick=lambda row, texts: seen.setdefault(row, texts)[-1])
+    assert last == ["Alan Bean was born in Texas."] * 3
+    assert seen == {row: ["He was born.", "Alan Bean was born.", "Alan Bean was born in Texas."] for row in range(3)}
 
 
 def test_grouped_attention_equals_sdpa_with_repeated_key_value_heads():
