@@ -105,6 +105,9 @@ def run_train(args: argparse.Namespace) -> int:
 def _train_peft(args: argparse.Namespace) -> Path:
     if args.resume:
         raise UserError("--trainer peft runs have no checkpoints: start them again instead of --resume")
+    if args.share_prompts:
+        raise UserError("--share-prompts is kg2text's own batching (a 4-d attention mask PEFT's prefix does not take): "
+                        "leave it out with --trainer peft")
     try:
         import peft  # noqa: F401
     except ImportError:

@@ -120,20 +120,29 @@ class TunedLM:
             return self.soft_prompt.shape[0]
         return 0 if self.prefix is None or not self.shifts_positions else self.prefix.shape[-2]
 
-    def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Keyword arguments for the backbone (forward or ``generate``) with the method applied."""
+    def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Keyword arguments for the backbone (forward or ``generate``) with the method applied.
+
+        ``positions`` (with a 4-d ``attention_mask``: ``batching.collate_shared``) are the tokens' own positions
+        where the mask alone cannot say them; a prefix shifts them as it shifts the mask's.
+        """
         self.injector.set(self.prefix, self.rows)
+        if positions is not None and self.soft_prompt is not None:
+            raise ValueError("a soft prompt needs a 2-d attention mask; shared prompts are for prefixes")
         if self.soft_prompt is None:
             return {"input_ids": input_ids, "attention_mask": attention_mask,
-                    "position_ids": position_ids(attention_mask, self.virtual_tokens)}
+                    "position_ids": position_ids(attention_mask, self.virtual_tokens) if positions is None
+                    else positions + self.virtual_tokens}
         embeds = self.backbone.model.get_input_embeddings()(input_ids)
         embeds, mask = insert_soft_prompt(embeds, attention_mask, self.soft_prompt)
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids(mask)}
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      positions: torch.Tensor | None = None) -> torch.Tensor:
         """Last-layer hidden states, one per input token (the soft prompt's own are dropped)."""
         body = self.backbone.model.base_model
-        hidden = body(**self.model_inputs(input_ids, attention_mask), use_cache=False).last_hidden_state
+        hidden = body(**self.model_inputs(input_ids, attention_mask, positions), use_cache=False).last_hidden_state
         if self.soft_prompt is not None:
             hidden = drop_soft_prompt(hidden, attention_mask, self.soft_prompt.shape[0])
         return hidden
@@ -143,13 +152,13 @@ class TunedLM:
         return head(self.hidden_states(input_ids, attention_mask))
 
     def target_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                    normaliser: float | None = None) -> tuple[torch.Tensor, int]:
+                    normaliser: float | None = None, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """Cross-entropy over target tokens; the LM head runs only where a label exists.
 
         The sum is divided by ``normaliser`` (default: this batch's target count); data-parallel
         training passes the count across all processes, so the result matches one big batch.
         """
-        hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
+        hidden = self.hidden_states(input_ids, attention_mask, positions)[:, :-1]
         targets = labels[:, 1:]
         where = targets != IGNORE_INDEX
         rows, head = hidden[where], self.backbone.model.get_output_embeddings()

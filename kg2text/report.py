@@ -199,7 +199,8 @@ GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev
 # (scripts/dev_decoding.sh); the recipe with the prefix length the GPU sweep ranked first on dev
 # (scripts/release.sh p40) and its PEFT anchor trained the same way, and it decoded with --rerank; that recipe with
 # control prefixes, plain and decoded with --rerank (scripts/release.sh control); that recipe with half the batch (4)
-# at lr 3.5e-4, plain and decoded with --rerank (scripts/release.sh b4).
+# at lr 3.5e-4, plain and decoded with --rerank (scripts/release.sh b4); that recipe with --share-prompts, plain and
+# decoded with --rerank (scripts/release.sh shared).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
                "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
                "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank"),
@@ -210,7 +211,10 @@ OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32
                "control_40_reranked": ("rerank/control40",
                                        "60 minutes, prefix length 40, --compile, control prefixes, --rerank"),
                "batch_4": ("b4", "60 minutes, prefix length 40, --compile, batch 4"),
-               "batch_4_reranked": ("rerank/b4", "60 minutes, prefix length 40, --compile, batch 4, --rerank")}
+               "batch_4_reranked": ("rerank/b4", "60 minutes, prefix length 40, --compile, batch 4, --rerank"),
+               "shared_prompts": ("shared", "60 minutes, prefix length 40, --compile, --share-prompts"),
+               "shared_prompts_reranked": ("rerank/shared",
+                                           "60 minutes, prefix length 40, --compile, --share-prompts, --rerank")}
 # E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40)
 E2E_PAIRS = {"e2e_prefix_40": ("e2e40", "8 minutes, prefix length 40, --compile")}
 PAIRS_BY_TASK = {"webnlg": OTHER_PAIRS, "e2e": E2E_PAIRS}
@@ -236,11 +240,13 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "control_40": " (the shipped prefix's recipe with control prefixes)",
                 "control_40_reranked": " (the shipped prefix's recipe with control prefixes, decoded with --rerank)",
                 "batch_4": " (the shipped prefix's recipe with batch 4 at lr 3.5e-4)",
-                "batch_4_reranked": " (the shipped prefix's recipe with batch 4 at lr 3.5e-4, decoded with --rerank)"}
+                "batch_4_reranked": " (the shipped prefix's recipe with batch 4 at lr 3.5e-4, decoded with --rerank)",
+                "shared_prompts": " (the shipped prefix's recipe with --share-prompts)",
+                "shared_prompts_reranked": " (the shipped prefix's recipe with --share-prompts, decoded with --rerank)"}
 # Recipes besides the recipe itself that the curve follows over training minutes: its changes -> the line's name.
 CURVE_RECIPES = {"prefix_length 40, compile True": "prefix length 40, --compile"}  # the shipped prefix's (p40)
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
-               "init_text", "dtype", "compile", "max_steps")
+               "init_text", "dtype", "compile", "share_prompts", "max_steps")
 
 
 def _read_json(path: Path):
@@ -438,7 +444,7 @@ def write_release_report(out: Path) -> dict:
     report["curve"] = _curve(report["exploration"])
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
-    stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "e2e40", "explore")
+    stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "e2e40", "explore")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]

@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 
 from kg2text.artifact import atomic_write, atomic_write_text, check_compatible, read_prefix, save_prefix
 from kg2text.backbones import Backbone, load_backbone
-from kg2text.batching import collate, epoch_batches, training_examples, width_multiple
+from kg2text.batching import (
+    collate,
+    collate_shared,
+    epoch_batches,
+    shared_prompt_batches,
+    training_examples,
+    width_multiple,
+)
 from kg2text.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from kg2text.control import category_rows, control_categories, training_rows
 from kg2text.data import DATASETS, Record, file_format, file_format_of, read_pair_file, read_records
@@ -88,6 +95,7 @@ class TrainConfig:
     dtype: str = "float32"  # the frozen backbone's weights: float32, bfloat16, or auto (the faster one here)
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the backbone's MLPs and norms (model.compile_elementwise_blocks)
+    share_prompts: bool = False  # one pass over an input's prompt for all its sentences in a batch (collate_shared)
     fp32_matmuls: str = "auto"  # an fp32 backbone's frozen matmuls on a CPU: torch, onednn, or auto (the faster here)
     save_dtype: str = "float32"
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
@@ -132,6 +140,8 @@ class TrainConfig:
             raise UserError("--fp32-matmuls onednn is for an fp32 backbone without --compile")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"--max-minutes {self.max_minutes} must be more than 0")
+        if self.share_prompts and self.method == "prompt":
+            raise UserError("--share-prompts is for the prefix methods: a soft prompt sits in the input itself")
         if self.init_from and self.init_text:
             raise UserError("--init-from and --init-text both say where training starts: give one")
         if self.init_from and self.method == "control":
@@ -315,17 +325,20 @@ def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accele
     rank, world = accelerator.process_index, accelerator.num_processes
     try:
         while progress["step"] < total_steps:
-            batches = epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"])
+            batches = shared_prompt_batches(examples["input"], lengths, config.batch_size, config.seed,
+                                            progress["epoch"]) if config.share_prompts else \
+                epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"])
             for global_batch in batches[progress["batch"]:]:
-                batch = _local_batch(examples, global_batch[rank::world] or global_batch[:1], backbone, accelerator,
-                                     width_multiple(config.dtype))
-                if not global_batch[rank::world]:  # fewer rows than processes: a stand-in row that teaches nothing
+                mine = _process_share(global_batch, rank, world, config.share_prompts)
+                batch = _local_batch(examples, mine or global_batch[:1], backbone, accelerator,
+                                     width_multiple(config.dtype), config.share_prompts)
+                if not mine:  # fewer rows than processes: a stand-in row that teaches nothing
                     batch["labels"].fill_(IGNORE_INDEX)
                 global_targets = _global_target_count(batch["labels"], accelerator)
                 with accelerator.accumulate(tuner):
                     lm.use(config.method, tuner(), batch.get("control"))
                     loss, _ = lm.target_loss(batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                             normaliser=global_targets / world)
+                                             normaliser=global_targets / world, positions=batch.get("position_ids"))
                     if not torch.isfinite(loss):
                         raise UserError(f"the loss became {loss.item()} at step {progress['step'] + 1}; lower --lr. "
                                         "Nothing new was saved; the last checkpoint (if any) is intact")
@@ -336,7 +349,7 @@ def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accele
                     scheduler.step()
                     optimizer.zero_grad()
                 progress["batch"] += 1
-                progress["tokens"] += int(accelerator.reduce(batch["attention_mask"].sum(), "sum"))
+                progress["tokens"] += int(accelerator.reduce(batch["tokens"], "sum"))
                 window.append(float(accelerator.reduce(loss.detach(), "mean")))
                 if not accelerator.sync_gradients:
                     continue
@@ -466,10 +479,22 @@ def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) 
                         "restore it or start a new run")
 
 
+def _process_share(global_batch: list[int], rank: int, world: int, contiguous: bool) -> list[int]:
+    """This process's examples of a global batch: every ``world``-th, or with shared prompts (an input's examples
+    sit together) a contiguous slice."""
+    if not contiguous:
+        return global_batch[rank::world]
+    return global_batch[rank * len(global_batch) // world: (rank + 1) * len(global_batch) // world]
+
+
 def _local_batch(examples: datasets.Dataset, indices: list[int], backbone: Backbone, accelerator: Accelerator,
-                 multiple: int) -> dict[str, torch.Tensor]:
+                 multiple: int, share_prompts: bool = False) -> dict[str, torch.Tensor]:
+    """The examples padded into a batch on this process's device, with ``tokens``: the examples' own tokens (what
+    tokens/s counts, with or without shared prompts)."""
     rows = [examples[i] for i in indices]
-    return {k: v.to(accelerator.device) for k, v in collate(rows, backbone.tokenizer.pad_token_id, multiple).items()}
+    batch = (collate_shared if share_prompts else collate)(rows, backbone.tokenizer.pad_token_id, multiple)
+    batch.setdefault("tokens", batch["attention_mask"].sum())
+    return {k: v.to(accelerator.device) for k, v in batch.items()}
 
 
 def _global_target_count(labels: torch.Tensor, accelerator: Accelerator) -> float:
