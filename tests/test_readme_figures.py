@@ -569,7 +569,7 @@ def test_readme_half_batch_at_sixty_minutes_comes_from_the_release_report():
     bleu = " / ".join(f"{ours['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
     assert (f"Full test challenge BLEU **{bleu}** (the rows \"..., batch 4\" above): against the shipped prefix "
             f"{gain['all']:+.2f} BLEU-A, {gain['seen']:+.2f} seen, {gain['unseen']:+.2f} unseen") in readme
-    assert f"with half the batch (\"Half the batch at the 60-minute budget\" below) {bleu}, lower." in readme
+    assert f"with half the batch (\"Half the batch at the 60-minute budget\" below) {bleu}, lower;" in readme
     reranked, shipped_reranked = report["batch_4_reranked"]["kg2text"], report["prefix_40_reranked"]["kg2text"]
     bleu = " / ".join(f"{reranked['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
     gains = ", ".join(f"{reranked['bleu_challenge'][g] - shipped_reranked['bleu_challenge'][g]:+.2f}"
@@ -578,3 +578,31 @@ def test_readme_half_batch_at_sixty_minutes_comes_from_the_release_report():
     # what the sentences say: better at 10 minutes, worse on BLEU-A and seen at 60, unseen a little up
     assert small["bleu_challenge"]["all"] > usual["bleu_challenge"]["all"]
     assert gain["all"] < 0 and gain["seen"] < 0 < gain["unseen"]
+
+
+def test_readme_shared_prompts_at_sixty_minutes_come_from_the_release_report_and_their_side_by_side_run():
+    import statistics
+
+    report = json.loads((ROOT / RELEASE).read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    ours, shipped = report["shared_prompts"]["kg2text"], report["prefix_40"]["kg2text"]
+    assert (f"{ours['train_steps']:,} steps at {ours['train_tokens_per_s']:.0f} tokens/s against the shipped run's "
+            f"{shipped['train_steps']:,} at {shipped['train_tokens_per_s']:.0f} ({8 * ours['train_steps']:,} "
+            f"sentences against {8 * shipped['train_steps']:,})") in readme
+    gain = {g: ours["bleu_challenge"][g] - shipped["bleu_challenge"][g] for g in ("all", "seen", "unseen")}
+    bleu = " / ".join(f"{ours['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+    assert (f"Full test challenge BLEU **{bleu}** (the rows \"..., --share-prompts\" above): against the shipped "
+            f"prefix {gain['all']:+.2f} BLEU-A, {gain['seen']:+.2f} seen, {gain['unseen']:+.2f} unseen") in readme
+    assert f"with shared prompts (\"One pass over an input's prompt at the 60-minute budget\" below) {bleu}" in readme
+    reranked, shipped_reranked = report["shared_prompts_reranked"]["kg2text"], report["prefix_40_reranked"]["kg2text"]
+    bleu = " / ".join(f"{reranked['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+    gains = ", ".join(f"{reranked['bleu_challenge'][g] - shipped_reranked['bleu_challenge'][g]:+.2f}"
+                      for g in ("all", "seen", "unseen"))
+    assert f"with `--rerank` {bleu} ({gains} against the shipped prefix with `--rerank`)" in readme
+    assert abs(gain["all"]) < 0.3 and reranked["bleu_challenge"]["all"] < shipped_reranked["bleu_challenge"]["all"]
+    lines = [line.split() for line in (ROOT / "results/speed/ab_train_shared_prompts.txt").read_text().splitlines()
+             if line.startswith("ab: repeat")]
+    rates = {side: statistics.median(float(r[4]) for r in lines if r[3] == side) for side in ("recipe", "flags")}
+    assert len(lines) == 4 and rates["flags"] > rates["recipe"]
+    assert (f"{rates['flags']:.1f} against {rates['recipe']:.1f} tokens/s, {rates['flags'] / rates['recipe']:.2f}×"
+            in readme)
