@@ -215,8 +215,10 @@ OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32
                "shared_prompts": ("shared", "60 minutes, prefix length 40, --compile, --share-prompts"),
                "shared_prompts_reranked": ("rerank/shared",
                                            "60 minutes, prefix length 40, --compile, --share-prompts, --rerank")}
-# E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40)
-E2E_PAIRS = {"e2e_prefix_40": ("e2e40", "8 minutes, prefix length 40, --compile")}
+# E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40),
+# the shipped E2E prefix's recipe with --share-prompts (scripts/release.sh e2e-shared)
+E2E_PAIRS = {"e2e_prefix_40": ("e2e40", "8 minutes, prefix length 40, --compile"),
+             "e2e_shared_prompts": ("e2e-shared", "8 minutes, --share-prompts")}
 PAIRS_BY_TASK = {"webnlg": OTHER_PAIRS, "e2e": E2E_PAIRS}
 
 
@@ -444,7 +446,7 @@ def write_release_report(out: Path) -> dict:
     report["curve"] = _curve(report["exploration"])
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
-    stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "e2e40", "explore")
+    stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "e2e40", "e2e-shared", "explore")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]

@@ -74,7 +74,8 @@ WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 min
                ("kg2text, 60 minutes, prefix length 40, --compile, batch 4, --rerank", "batch_4_reranked.kg2text"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"),
             ("kg2text, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.kg2text"),
-            ("PEFT, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.peft"))
+            ("PEFT, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.peft"),
+            ("kg2text, 8 minutes, --share-prompts", "e2e_shared_prompts.kg2text"))
 FIGURES = [
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.all.bleu"), "{:.2f}"),
     ("| main job, SmolLM2-135M prefix", lambda: _value("results/main-job/scores.json", "scores.seen.bleu"), "{:.2f}"),
