@@ -155,9 +155,13 @@ def _first_fit(blocks: list[Block], multiple: int) -> list[list[Block]]:
     waste fewer padding tokens but attend over more masked-out keys (``ATTENTION_TOKENS``)."""
     widest = max(len(block.ids) for block in blocks)
     total = sum(len(block.ids) for block in blocks)
-    options = [_pack(blocks, width) for width in range(widest, max(widest, min(total, 2 * widest)) + 1, multiple)]
-    return min(options, key=lambda rows: len(rows) * _width(rows, multiple) * (1 + _width(rows, multiple)
-                                                                                / ATTENTION_TOKENS))
+    options = [_pack(blocks, width) for width in range(widest, min(total, 2 * widest) + 1, multiple)]
+    return min(options, key=lambda rows: _cost(len(rows), _width(rows, multiple)))
+
+
+def _cost(rows: int, width: int) -> float:
+    """A padded batch's matrix-multiply tokens plus its attention's share (``ATTENTION_TOKENS``)."""
+    return rows * width * (1 + width / ATTENTION_TOKENS)
 
 
 def _width(rows: list[list[Block]], multiple: int) -> int:

@@ -325,9 +325,7 @@ def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accele
     rank, world = accelerator.process_index, accelerator.num_processes
     try:
         while progress["step"] < total_steps:
-            batches = shared_prompt_batches(examples["input"], lengths, config.batch_size, config.seed,
-                                            progress["epoch"]) if config.share_prompts else \
-                epoch_batches(lengths, config.batch_size, config.seed, progress["epoch"])
+            batches = _epoch_order(config, examples, lengths, progress["epoch"])
             for global_batch in batches[progress["batch"]:]:
                 mine = _process_share(global_batch, rank, world, config.share_prompts)
                 batch = _local_batch(examples, mine or global_batch[:1], backbone, accelerator,
@@ -477,6 +475,13 @@ def check_config_unchanged(config: TrainConfig, saved: dict | None, path: Path) 
     if changed:
         raise UserError(f"{path} changed since the checkpoint was saved ({'; '.join(changed[:3])}); "
                         "restore it or start a new run")
+
+
+def _epoch_order(config: TrainConfig, examples: datasets.Dataset, lengths: list[int], epoch: int) -> list[list[int]]:
+    """The epoch's batches of example indices (with shared prompts, an input's examples side by side)."""
+    if config.share_prompts:
+        return shared_prompt_batches(examples["input"], lengths, config.batch_size, config.seed, epoch)
+    return epoch_batches(lengths, config.batch_size, config.seed, epoch)
 
 
 def _process_share(global_batch: list[int], rank: int, world: int, contiguous: bool) -> list[int]:
