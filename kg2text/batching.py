@@ -99,7 +99,8 @@ def collate_shared(rows: list[dict], pad_id: int, multiple: int = 1) -> dict[str
     block's shared tokens and to itself, at the positions it would have alone. Blocks are packed into rows
     (``_first_fit``). The attention mask is 4-d ``(rows, 1, width, width)``, bool; labels shift within a row as
     usual (a segment's first token has no label), so the loss is the same sum of per-sentence cross-entropies as
-    ``collate``'s, over about 1/1.5 of the tokens on WebNLG. ``tokens`` counts the examples' own tokens.
+    ``collate``'s, over about 1/1.4 of the padded tokens on WebNLG (scripts/shared_prompt_tokens.py). ``tokens``
+    counts the examples' own tokens.
     """
     blocks = [_block(rows[start:end]) for start, end in _runs([row["input"] for row in rows])]
     packed = [[block] for block in blocks] if "control" in rows[0] else _first_fit(blocks, multiple)

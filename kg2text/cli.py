@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "of compiling; needs a C++ compiler (kg2text benchmark --speed measures whether it pays here)")
     train.add_argument("--share-prompts", action="store_true",
                        help="the sentences of one input in a batch share one pass over its prompt (a 4-d attention "
-                       "mask keeps them apart; same loss): WebNLG's 2.6 sentences an input train on about 1/1.5 of "
-                       "the tokens; prefix methods only")
+                       "mask keeps them apart; same loss): WebNLG's 2.6 sentences an input train on about 1/1.4 of "
+                       "the padded tokens; prefix methods only")
     train.add_argument("--save-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                        help="dtype of the saved prefix (default: float32)")
     train.add_argument("--checkpoint-every", type=int, default=100,

@@ -611,3 +611,17 @@ def test_readme_shared_prompts_at_sixty_minutes_come_from_the_release_report_and
     assert len(lines) == 4 and rates["flags"] > rates["recipe"]
     assert (f"{rates['flags']:.1f} against {rates['recipe']:.1f} tokens/s, {rates['flags'] / rates['recipe']:.2f}×"
             in readme)
+
+
+def test_readme_shared_prompt_token_counts_come_from_their_script():
+    import re
+
+    text = (ROOT / "results/speed/shared_prompt_tokens.txt").read_text()
+    found = re.search(r"webnlg train: .* ([\d.]+) sentences an input; "
+                      r"an example's tokens ([\d.]+), its prompt's ([\d.]+)", text)
+    per_input, example, prompt = map(float, found.groups())
+    ratio = float(re.search(r"with shared prompts \(1/([\d.]+)\)", text).group(1))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"WebNLG has {per_input:.1f} sentences an input, and a plain batch runs the input's prompt, "
+            f"{prompt:.0f} of an example's {example:.0f} tokens") in readme
+    assert f"take about 1/{ratio:.1f} of the padded tokens" in readme
