@@ -1,14 +1,14 @@
 """Resumable training checkpoints, safetensors only (no pickle), written atomically.
 
 A checkpoint is a folder ``checkpoint-<step>/`` holding the trainable module, the AdamW state and
-the torch RNG state as safetensors, plus ``state.json`` (step, epoch, position in the epoch, the
-scheduler's state, the loss-log length, the SHA-256 of each tensor file, and a digest of itself).
-Only after the folder is complete does the pointer file ``latest_checkpoint`` move to it (atomic
-rename), so a ``kill -9`` at any moment leaves the last complete checkpoint in force. The previous
-checkpoint is kept too: when the newest turns out damaged (a flipped byte, a truncated file), resuming
-says so and ``--from-previous`` continues from the one before. Accelerate's ``save_state`` would pickle
-the optimizer and RNG state, which we refuse to load, so this small module does the same job with
-safetensors.
+the torch RNG state as safetensors (with ``--average-last`` also the trained tensor's running average), plus
+``state.json`` (step, epoch, position in the epoch, the scheduler's state, the loss-log length, the SHA-256
+of each tensor file, and a digest of itself). Only after the folder is complete does the pointer file
+``latest_checkpoint`` move to it (atomic rename), so a ``kill -9`` at any moment leaves the last complete
+checkpoint in force. The previous checkpoint is kept too: when the newest turns out damaged (a flipped byte, a
+truncated file), resuming says so and ``--from-previous`` continues from the one before. Accelerate's
+``save_state`` would pickle the optimizer and RNG state, which we refuse to load, so this small module does the
+same job with safetensors.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from kg2text.errors import UserError
 
 POINTER = "latest_checkpoint"
 TENSOR_FILES = ("module.safetensors", "optimizer.safetensors", "rng.safetensors")
+AVERAGE_FILE = "average.safetensors"  # --average-last: the running average so far (training.TailAverage)
 KEEP = 2  # the newest checkpoint and the one before it, in case the newest is damaged
 
 
@@ -55,7 +56,8 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(run_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, progress: dict) -> Path:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, progress: dict,
+                    average: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``checkpoint-<step>`` completely, then point ``latest_checkpoint`` at it and drop older ones."""
     folder = run_dir / f"checkpoint-{progress['step']}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -64,8 +66,11 @@ def save_checkpoint(run_dir: Path, module: nn.Module, optimizer: torch.optim.Opt
     tensors, meta = _optimizer_tensors(optimizer)
     save_file(tensors, folder / "optimizer.safetensors")
     save_file({"torch": torch.get_rng_state()}, folder / "rng.safetensors")
+    if average is not None:
+        save_file(average, folder / AVERAGE_FILE)
+    files = TENSOR_FILES + ((AVERAGE_FILE,) if average is not None else ())
     state = {**progress, "optimizer": meta, "scheduler": scheduler.state_dict(),
-             "files": {name: _file_digest(folder / name) for name in TENSOR_FILES}}
+             "files": {name: _file_digest(folder / name) for name in files}}
     state["digest"] = _state_digest(state)
     (folder / "state.json").write_text(json.dumps(state))
     atomic_write_text(run_dir / POINTER, folder.name)
@@ -83,7 +88,7 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 def load_checkpoint(run_dir: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, from_previous: bool = False) -> dict:
     """Restore the latest complete checkpoint in place (or, with ``from_previous``, the one before it when
-    the latest is damaged); returns its progress record."""
+    the latest is damaged); returns its progress record, with ``"average"`` (its tensors) where one was saved."""
     pointer = run_dir / POINTER
     if not pointer.is_file():
         raise UserError(f"nothing to resume in {run_dir}: no {POINTER} (no checkpoint was completed)")
@@ -114,13 +119,17 @@ def _restore(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
         state = json.loads((folder / "state.json").read_text())
         if not isinstance(state, dict) or state.get("digest") != _state_digest(state):
             raise ValueError("state.json does not match its digest")
-        for name in TENSOR_FILES:
+        if not set(TENSOR_FILES) <= set(state["files"]) <= {*TENSOR_FILES, AVERAGE_FILE}:
+            raise ValueError("state.json lists other tensor files than a checkpoint has")
+        for name in state["files"]:
             if _file_digest(folder / name) != state["files"][name]:
                 raise ValueError(f"{name} does not match its SHA-256")
         module.load_state_dict(load_file(folder / "module.safetensors"))
         optimizer.load_state_dict(_optimizer_state(load_file(folder / "optimizer.safetensors"), state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(load_file(folder / "rng.safetensors")["torch"])
+        if AVERAGE_FILE in state["files"]:
+            state["average"] = load_file(folder / AVERAGE_FILE)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, UnicodeDecodeError) as err:
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise UserError(f"checkpoint {folder} is damaged ({reason})") from None

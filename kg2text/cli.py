@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the sentences of one input in a batch share one pass over its prompt (a 4-d attention "
                        "mask keeps them apart; same loss): WebNLG's 2.6 sentences an input train on about 1/1.4 of "
                        "the padded tokens; prefix methods only")
+    train.add_argument("--average-last", type=float, default=0.0, metavar="F",
+                       help="save the mean of the trained tensor at every 50th step in the last fraction F of the run "
+                       "(of its time with --max-minutes, else of its steps; e.g. 0.3) instead of the last step's, "
+                       "which is saved beside it in OUTPUT/last-step/ (default: 0, the last step's)")
     train.add_argument("--save-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                        help="dtype of the saved prefix (default: float32)")
     train.add_argument("--checkpoint-every", type=int, default=100,

@@ -108,6 +108,8 @@ def _train_peft(args: argparse.Namespace) -> Path:
     if args.share_prompts:
         raise UserError("--share-prompts is kg2text's own batching (a 4-d attention mask PEFT's prefix does not take): "
                         "leave it out with --trainer peft")
+    if args.average_last:
+        raise UserError("--average-last is kg2text's own loop: leave it out with --trainer peft")
     try:
         import peft  # noqa: F401
     except ImportError:

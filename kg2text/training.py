@@ -96,6 +96,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the backbone's MLPs and norms (model.compile_elementwise_blocks)
     share_prompts: bool = False  # one pass over an input's prompt for all its sentences in a batch (collate_shared)
+    average_last: float = 0.0  # save the mean of the trained tensor over this last fraction of the run (TailAverage)
     fp32_matmuls: str = "auto"  # an fp32 backbone's frozen matmuls on a CPU: torch, onednn, or auto (the faster here)
     save_dtype: str = "float32"
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: never)
@@ -140,6 +141,12 @@ class TrainConfig:
             raise UserError("--fp32-matmuls onednn is for an fp32 backbone without --compile")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UserError(f"--max-minutes {self.max_minutes} must be more than 0")
+        if not 0 <= self.average_last < 1:
+            raise UserError(f"--average-last {self.average_last} is the fraction of the run, at its end, whose trained "
+                            "tensors are averaged: at least 0 (off) and below 1")
+        if self.average_last and self.dev_file:
+            raise UserError("--dev-file keeps the step with the best dev loss and --average-last the mean of the last "
+                            "steps: give one")
         if self.share_prompts and self.method == "prompt":
             raise UserError("--share-prompts is for the prefix methods: a soft prompt sits in the input itself")
         if self.init_from and self.init_text:
@@ -306,12 +313,15 @@ def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accele
     elif accelerator.is_main_process:
         atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
         log_path.write_text("")
+    saved_average = progress.pop("average", None)  # a resumed run's running average so far
+    average = TailAverage(config.average_last, saved_average) if config.average_last else None
     tuner, optimizer = accelerator.prepare(tuner, optimizer)
 
     def checkpoint() -> None:
         if accelerator.is_main_process:
             progress["log_lines"] = count_lines(log_path)
-            save_checkpoint(run_dir, accelerator.unwrap_model(tuner), optimizer.optimizer, scheduler, progress)
+            save_checkpoint(run_dir, accelerator.unwrap_model(tuner), optimizer.optimizer, scheduler, progress,
+                            average.state() if average else None)
 
     if accelerator.is_main_process:
         print(f"kg2text: training {config.method} on {config.backbone} with {accelerator.num_processes} process(es) "
@@ -355,6 +365,8 @@ def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accele
                 progress["elapsed_s"] = time.perf_counter() - started
                 if config.max_minutes and _out_of_time(progress["elapsed_s"], config.max_minutes, accelerator):
                     total_steps = progress["step"]  # this step is the last: logged, evaluated, saved as such
+                if average and average.due(progress, total_steps, config.max_minutes):
+                    average.add(accelerator.unwrap_model(tuner))
                 bar.update(1)
                 bar.set_postfix(loss=f"{window[-1]:.3f}", tok_s=f"{progress['tokens'] / progress['elapsed_s']:.0f}")
                 if progress["step"] % config.log_every == 0 or progress["step"] == total_steps:
@@ -376,7 +388,42 @@ def _train_in_dtype(config: TrainConfig, backbone: Backbone, accelerator: Accele
         raise KeyboardInterrupt(f"checkpoint saved at step {progress['step']}; continue with "
                                 f"'kg2text train --output {run_dir} --resume'") from None
     bar.close()
-    return _save_final(config, backbone, accelerator, tuner, method_config, run_dir, progress.get("best"))
+    return _save_final(config, backbone, accelerator, tuner, method_config, run_dir, progress.get("best"), average)
+
+
+AVERAGE_EVERY = 50  # steps between the trained tensors that --average-last averages
+
+
+class TailAverage:
+    """``--average-last F``: the mean of the trained tensor at every ``AVERAGE_EVERY``-th step in the last fraction F
+    of the run (of its time with ``--max-minutes``, else of its steps), as in stochastic weight averaging. The
+    schedule's last steps still move the tensor with each batch's noise; their mean smooths it out. The run keeps
+    the last step's tensor beside it (``RUN/last-step/``), so one run compares the two without a second seed."""
+
+    def __init__(self, fraction: float, saved: dict[str, torch.Tensor] | None = None) -> None:
+        self.fraction = fraction
+        self.total = saved["total"] if saved else None
+        self.count = int(saved["count"]) if saved else 0
+
+    def due(self, progress: dict, total_steps: float, max_minutes: float | None) -> bool:
+        if progress["step"] % AVERAGE_EVERY:
+            return False
+        if max_minutes:
+            return progress["elapsed_s"] >= (1 - self.fraction) * max_minutes * 60
+        return progress["step"] >= (1 - self.fraction) * total_steps
+
+    @torch.no_grad()
+    def add(self, tuner: torch.nn.Module) -> None:
+        tensor = tuner().float().contiguous()  # a prefix is a permuted view; safetensors saves contiguous tensors
+        self.total = tensor.clone() if self.total is None else self.total + tensor
+        self.count += 1
+
+    def mean(self) -> torch.Tensor | None:
+        return self.total / self.count if self.count else None
+
+    def state(self) -> dict[str, torch.Tensor] | None:
+        """What a checkpoint keeps (nothing before the first tensor is taken)."""
+        return {"total": self.total, "count": torch.tensor(self.count)} if self.count else None
 
 
 def time_schedule(optimizer: torch.optim.Optimizer, minutes: float, warmup_steps: int, progress: dict):
@@ -509,22 +556,31 @@ def _global_target_count(labels: torch.Tensor, accelerator: Accelerator) -> floa
 
 
 def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerator, tuner, method_config: dict,
-                run_dir: Path, best: dict | None) -> Path | None:
-    """The prefix file: the last step's tensor, or with a dev file the best step's."""
+                run_dir: Path, best: dict | None, average: TailAverage | None) -> Path | None:
+    """The prefix file: the last step's tensor, with a dev file the best step's, with ``--average-last`` the mean
+    of the last part's (and the last step's in ``RUN/last-step/``)."""
     with torch.no_grad():
-        final = accelerator.unwrap_model(tuner)() if best is None else load_file(run_dir / BEST_FILE)["tensor"]
-        final = final.to(SAVE_DTYPES[config.save_dtype])
-    if not torch.isfinite(final).all():
+        last = accelerator.unwrap_model(tuner)()
+    final = load_file(run_dir / BEST_FILE)["tensor"] if best else average.mean() if average else last
+    if average and not average.count:
+        print(f"kg2text: --average-last {config.average_last:g}: no {AVERAGE_EVERY}th step fell in that part of the "
+              "run, so the last step's tensor is saved", file=sys.stderr)
+        final = last
+    final, last = (tensor.to(SAVE_DTYPES[config.save_dtype]) for tensor in (final, last))
+    if not (torch.isfinite(final).all() and torch.isfinite(last).all()):
         raise UserError("the trained tensor holds NaN or infinite values (or overflows --save-dtype), so it was not "
                         "saved; lower --lr or keep --save-dtype float32")
     trainable = sum(p.numel() for p in accelerator.unwrap_model(tuner).parameters())
     header = {"method": config.method, "format": config.format_name, "dataset": config.dataset,
-              "method_config": method_config, "trainable_params": trainable, "train_config": asdict(config),
-              **({"selected_by_dev_loss": best} if best else {})}
+              "method_config": method_config, "trainable_params": trainable, "train_config": asdict(config)}
+    chosen = {"selected_by_dev_loss": best} if best else \
+        {"averaged": {"every": AVERAGE_EVERY, "tensors": average.count}} if average and average.count else {}
     accelerator.wait_for_everyone()
     path = run_dir / "prefix.safetensors"
     if accelerator.is_main_process:
-        save_prefix(run_dir, final, backbone, header)
+        if average:
+            save_prefix(run_dir / "last-step", last, backbone, header)
+        save_prefix(run_dir, final, backbone, header | chosen)
         remove_checkpoints(run_dir)
         (run_dir / BEST_FILE).unlink(missing_ok=True)
     accelerator.wait_for_everyone()

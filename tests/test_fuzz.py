@@ -191,8 +191,11 @@ def _checkpointed_run(work: Path):
     run = work / "ckpt-run"
     run.mkdir(parents=True)
     progress = {"step": 1, "epoch": 0, "batch": 1, "tokens": 8, "elapsed_s": 1.0, "log_lines": 1}
-    save_checkpoint(run, module, optimizer, scheduler, progress)
+    save_checkpoint(run, module, optimizer, scheduler, progress, AVERAGE)  # an --average-last run's, all its files
     return run, module, optimizer, scheduler
+
+
+AVERAGE = {"total": torch.arange(6.0).reshape(2, 3), "count": torch.tensor(2)}
 
 
 def fuzz_checkpoint(findings: Findings, work: Path, rng: random.Random, count: int) -> None:
@@ -212,7 +215,8 @@ def fuzz_checkpoint(findings: Findings, work: Path, rng: random.Random, count: i
             return load_checkpoint(run, module, optimizer, scheduler)
 
         def correct(state) -> bool:
-            return state["step"] == 1 and all(torch.equal(v, expected[k]) for k, v in module.state_dict().items())
+            return state["step"] == 1 and all(torch.equal(v, expected[k]) for k, v in module.state_dict().items()) \
+                and all(torch.equal(state["average"][k], v) for k, v in AVERAGE.items())
 
         findings.check("checkpoint", f"{name}:{kind}", str(run), load, correct)
 
