@@ -10,7 +10,9 @@ both the last step and its averages, so they compare without a second seed's noi
 ``train`` runs ``bash scripts/release.sh p40``'s training command (``--resume`` when a checkpoint is there) but keeps
 all checkpoints (one each 50 steps) instead of the last two, and keeps them after the final save. ``average`` writes,
 for each fraction F, a run folder ``RUN-avgF`` whose prefix (float16, like the shipped one) is the mean of the
-trained tensors at the checkpoints in the last F of the training time; score them like any run.
+trained tensors at the checkpoints in the last F of the training time: what ``kg2text train --average-last F`` saves
+(a tensor every 50th step there; the final step, which no checkpoint holds, is not one of them unless it is a 50th),
+with the header and config.json it would write; score them like any run.
 """
 
 from __future__ import annotations
@@ -63,8 +65,12 @@ def checkpoint_tensors(run: Path) -> list[tuple[int, float, torch.Tensor]]:
 def average(run: Path, fractions: list[float]) -> None:
     from kg2text.artifact import read_prefix, save_prefix
     from kg2text.backbones import load_backbone
+    from kg2text.training import AVERAGE_EVERY
 
     last, header = read_prefix(run)
+    if header["train_config"]["checkpoint_every"] != AVERAGE_EVERY:
+        raise SystemExit(f"{run}: checkpoints every {header['train_config']['checkpoint_every']} steps; "
+                         f"--average-last takes a tensor every {AVERAGE_EVERY}")
     backbone = load_backbone(header["backbone"])
     points = checkpoint_tensors(run)
     budget = header["train_config"]["max_minutes"] * 60
@@ -72,12 +78,14 @@ def average(run: Path, fractions: list[float]) -> None:
         chosen = [(step, tensor) for step, elapsed, tensor in points if elapsed >= (1 - fraction) * budget]
         mean = torch.stack([tensor for _, tensor in chosen]).mean(0).to(last.dtype)
         out = run.with_name(f"{run.name}-avg{fraction:g}")
-        save_prefix(out, mean, backbone, {k: v for k, v in header.items() if k in ("method", "format", "dataset",
-                                                                              "method_config", "trainable_params",
-                                                                              "train_config")}
-                    | {"averaged_steps": [step for step, _ in chosen]})
-        for name in ("config.json", "train_log.jsonl"):  # what release.sh's score copies beside the scores
-            (out / name).write_text((run / name).read_text())
+        # the header and config.json that `kg2text train --average-last F` would have written with this prefix
+        config = header["train_config"] | {"average_last": fraction}
+        kept = {k: v for k, v in header.items() if k in ("method", "format", "dataset", "method_config",
+                                                          "trainable_params")}
+        save_prefix(out, mean, backbone, kept | {"train_config": config,
+                                                 "averaged": {"every": AVERAGE_EVERY, "tensors": len(chosen)}})
+        (out / "config.json").write_text(json.dumps(config | {"output": str(out)}, indent=2))
+        (out / "train_log.jsonl").write_text((run / "train_log.jsonl").read_text())  # release.sh's score copies it
         change = (mean.float() - last.float()).norm() / last.float().norm()
         print(f"{out}: mean of {len(chosen)} checkpoints (steps {chosen[0][0]}-{chosen[-1][0]}), "
               f"{change:.4f} of the last step's norm away from it")

@@ -71,7 +71,11 @@ WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 min
                ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --rerank",
                 "control_40_reranked.kg2text"),
                ("kg2text, 60 minutes, prefix length 40, --compile, batch 4", "batch_4.kg2text"),
-               ("kg2text, 60 minutes, prefix length 40, --compile, batch 4, --rerank", "batch_4_reranked.kg2text"))
+               ("kg2text, 60 minutes, prefix length 40, --compile, batch 4, --rerank", "batch_4_reranked.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, --average-last 0.3", "averaged.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, --average-last 0.3, --rerank",
+                "averaged_reranked.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, that run's last step", "averaged_last_step.kg2text"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"),
             ("kg2text, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.kg2text"),
             ("PEFT, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.peft"),
@@ -120,7 +124,8 @@ FIGURES = [
                    "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg",
                    "amx60/peft-webnlg", "rerank/amx60/webnlg", "dev-chosen/webnlg", "p40/webnlg",
                    "p40/peft-webnlg", "p40-10min", "p40-b4-10min", "p40-20min", "p80-20min", "control40/webnlg",
-                   "rerank/control40/webnlg", "b4/webnlg", "rerank/b4/webnlg")],
+                   "rerank/control40/webnlg", "b4/webnlg", "rerank/b4/webnlg", "averaged/webnlg",
+                   "rerank/averaged/webnlg", "average/webnlg")],
     *[("| decoding speed, SmolLM2-135M", lambda key=key: _value("results/speed/speed.json", key), "{:.2f}")
       for key in ("b1-greedy.kg2text_int8", "b1-greedy.kg2text_int4", "b1-beam5.kg2text_int4", "b32-beam5.kg2text",
                   "b32-beam5.baseline")],
@@ -625,3 +630,35 @@ def test_readme_shared_prompt_token_counts_come_from_their_script():
     assert (f"WebNLG has {per_input:.1f} sentences an input, and a plain batch runs the input's prompt, "
             f"{prompt:.0f} of an example's {example:.0f} tokens") in readme
     assert f"take about 1/{ratio:.1f} of the padded tokens" in readme
+
+
+def test_readme_prefix_averaging_comes_from_its_dev_choice_and_the_release_report():
+    report = json.loads((ROOT / RELEASE).read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    dev = {path.parent.name: json.loads(path.read_text())["scores_challenge"]["all"]["bleu"]
+           for path in (ROOT / "results/release/average-dev").glob("*/scores.json")}
+    tails = " / ".join(f"{dev[f'webnlg-avg{f}']:.2f}" for f in ("0.1", "0.2", "0.3", "0.5"))
+    assert tails.replace(f"{dev['webnlg-avg0.3']:.2f}", f"**{dev['webnlg-avg0.3']:.2f}**") in readme
+    assert f"against {dev['webnlg']:.2f} (`results/release/average-dev/`)" in readme
+    assert max(dev, key=dev.get) == "webnlg-avg0.3"  # the share the full test rows name, chosen on dev
+    averaged, last = report["averaged"]["kg2text"], report["averaged_last_step"]["kg2text"]
+    shipped, peft = report["prefix_40"]["kg2text"], report["prefix_40"]["peft"]
+    gain = {g: averaged["bleu_challenge"][g] - last["bleu_challenge"][g] for g in ("all", "seen", "unseen")}
+    assert (f"**{_bleu_text(averaged)}** against the same run's last step's {_bleu_text(last)}, "
+            f"**{gain['all']:+.2f} BLEU-A**, {gain['seen']:+.2f} seen, **{gain['unseen']:+.2f} unseen**, chrF++ "
+            f"{averaged['chrf']:.2f} against {last['chrf']:.2f}; with `--rerank` "
+            f"{_bleu_text(report['averaged_reranked']['kg2text'])}") in readme
+    assert f"dev agrees ({dev['webnlg-avg0.3'] - dev['webnlg']:+.2f})" in readme
+    behind = shipped["bleu_challenge"]["all"] - last["bleu_challenge"]["all"]
+    assert (f"its last step scores {behind:.2f} BLEU-A below it ({last['bleu_challenge']['all']:.2f} against "
+            f"{shipped['bleu_challenge']['all']:.2f})") in readme
+    assert f"is {behind:.2f} BLEU-A below the shipped one, and averaging gives {gain['all']:+.2f} of it back" in readme
+    assert (f"{last['train_steps']:,} steps at {last['train_tokens_per_s']:.0f} tokens/s" in readme
+            and f"{last['train_steps']:,} steps in all against {shipped['train_steps']:,}" in readme)
+    anchor = peft["bleu_challenge"]["all"]
+    assert f"Against the PEFT anchor ({anchor:.2f}, not averaged): {averaged['bleu_challenge']['all'] - anchor:+.2f}" \
+        in readme
+    logs = [[json.loads(line) for line in (ROOT / f"results/release/{run}/train_log.jsonl").read_text().splitlines()]
+            for run in ("average/webnlg", "p40/webnlg")]
+    assert [e["loss"] for e in logs[0][:5]] == [e["loss"] for e in logs[1][:5]] and logs[0][4]["step"] == 50
+    assert f"(step 60: {logs[0][5]['loss']} against {logs[1][5]['loss']};" in readme
