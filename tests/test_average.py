@@ -1,4 +1,4 @@
-"""--average-last: the saved prefix is the mean of the trained tensor at every AVERAGE_EVERY-th step of the run's end."""
+"""--average-last: the saved prefix is the mean of the trained tensor at every AVERAGE_EVERY-th step of the end."""
 
 import math
 
