@@ -561,11 +561,10 @@ def _save_final(config: TrainConfig, backbone: Backbone, accelerator: Accelerato
     of the last part's (and the last step's in ``RUN/last-step/``)."""
     with torch.no_grad():
         last = accelerator.unwrap_model(tuner)()
-    final = load_file(run_dir / BEST_FILE)["tensor"] if best else average.mean() if average else last
     if average and not average.count:
         print(f"kg2text: --average-last {config.average_last:g}: no {AVERAGE_EVERY}th step fell in that part of the "
               "run, so the last step's tensor is saved", file=sys.stderr)
-        final = last
+    final = load_file(run_dir / BEST_FILE)["tensor"] if best else average.mean() if average and average.count else last
     final, last = (tensor.to(SAVE_DTYPES[config.save_dtype]) for tensor in (final, last))
     if not (torch.isfinite(final).all() and torch.isfinite(last).all()):
         raise UserError("the trained tensor holds NaN or infinite values (or overflows --save-dtype), so it was not "
