@@ -35,6 +35,8 @@
 # (scripts/average_probe.py); the mean of the trained tensor over the run's last 10/20/30/50% of time (as
 # `kg2text train --average-last F` saves it) and the last step scored on 300 WebNLG dev entries; the best of them
 # on the full test in averaged/ (and decoded with --rerank, in rerank/averaged/), the last step in average/.
+# Stage "e2e-average" (bash scripts/release.sh e2e-average): the shipped E2E prefix's recipe with --average-last 0.3,
+# its saved mean and its last step (OUTPUT/last-step/) on the full E2E test, in e2e-average/averaged/ and last-step/.
 # Stage "e2e-shared" (bash scripts/release.sh e2e-shared): the shipped E2E prefix's recipe with --share-prompts
 # (E2E dev has 8.5 sentences an input), on the full E2E test, in e2e-shared/.
 # Stage "e2e40" (bash scripts/release.sh e2e40): the shipped WebNLG prefix's recipe (40 positions, --compile, the
@@ -197,6 +199,20 @@ print(max(sorted(scores), key=scores.get))")
   score average/webnlg webnlg  # the same run's last step
   score averaged/webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
+if [ "${1:-}" = e2e-average ]; then  # --average-last itself in a real run: the shipped E2E prefix's recipe with it
+  train e2e-average/e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20 --average-last 0.3
+  for which in averaged last-step; do
+    prefix="$RUNS/e2e-average/e2e" && [ "$which" = last-step ] && prefix="$prefix/last-step"
+    if [ ! -f "$OUT/e2e-average/$which/scores.json" ]; then
+      kg2text evaluate --prefix "$prefix" --dataset e2e --split test --num-beams 5 --batch-size 32 \
+          --output "$OUT/e2e-average/$which"
+      cp "$prefix/prefix.safetensors" "$OUT/e2e-average/$which/"
+    fi
+  done
+  cp "$RUNS/e2e-average/e2e/config.json" "$RUNS/e2e-average/e2e/train_log.jsonl" "$OUT/e2e-average/"
   exit 0
 fi
 
