@@ -662,3 +662,30 @@ def test_readme_prefix_averaging_comes_from_its_dev_choice_and_the_release_repor
             for run in ("average/webnlg", "p40/webnlg")]
     assert [e["loss"] for e in logs[0][:5]] == [e["loss"] for e in logs[1][:5]] and logs[0][4]["step"] == 50
     assert f"(step 60: {logs[0][5]['loss']} against {logs[1][5]['loss']};" in readme
+
+
+def test_readme_average_last_in_a_real_e2e_run_comes_from_its_scores():
+    from kg2text.artifact import read_prefix
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    folder = ROOT / "results/release/e2e-average"
+    scores = {which: json.loads((folder / which / "scores.json").read_text()) for which in ("averaged", "last-step")}
+
+    def shown(s: dict) -> list[str]:
+        return [f"{s['scores']['all']['bleu']:.2f}", f"{s['slot_error_rate']:.2f}%", f"{s['nist']:.2f}",
+                f"{s['rouge_l']:.2f}", f"{s['cider']:.2f}", f"{s['chrf++']:.2f}"]
+
+    mean, last = shown(scores["averaged"]), shown(scores["last-step"])
+    assert (f"saved mean scores BLEU **{mean[0]}**, SER {mean[1]}, NIST {mean[2]}, ROUGE-L {mean[3]}, CIDEr {mean[4]}, "
+            f"chrF++ {mean[5]} against its last step's (`RUN/last-step/`) {', '.join(last)}: better on every score"
+            in readme)
+    lower_is_better = {1}  # the slot error rate
+    assert all((float(m.rstrip("%")) < float(x.rstrip("%"))) == (i in lower_is_better)
+               for i, (m, x) in enumerate(zip(mean, last, strict=True)))
+    log = (folder / "train_log.jsonl").read_text().splitlines()
+    assert f"{json.loads(log[-1])['step']} steps, so only the tensors at steps 200 and 250" in readme
+    config = json.loads((folder / "config.json").read_text())
+    assert config["average_last"] == 0.3 and config["dataset"] == "e2e" and config["max_minutes"] == 8
+    assert read_prefix(folder / "averaged" / "prefix.safetensors")[1]["averaged"] == {"every": 50, "tensors": 2}
+    shipped = json.loads((ROOT / "results/release/e2e/scores.json").read_text())
+    assert f"shipped E2E prefix ({shipped['scores']['all']['bleu']:.2f}, {shipped['slot_error_rate']:.2f}%;" in readme
