@@ -76,6 +76,9 @@ def average(run: Path, fractions: list[float]) -> None:
     budget = header["train_config"]["max_minutes"] * 60
     for fraction in fractions:
         chosen = [(step, tensor) for step, elapsed, tensor in points if elapsed >= (1 - fraction) * budget]
+        if not chosen:  # where --average-last saves the last step's tensor, which is the run itself
+            print(f"{run}: no checkpoint in the last {fraction:g} of the run; nothing to average")
+            continue
         mean = torch.stack([tensor for _, tensor in chosen]).mean(0).to(last.dtype)
         out = run.with_name(f"{run.name}-avg{fraction:g}")
         # the header and config.json that `kg2text train --average-last F` would have written with this prefix
