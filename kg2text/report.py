@@ -201,7 +201,8 @@ GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev
 # control prefixes, plain and decoded with --rerank (scripts/release.sh control); that recipe with half the batch (4)
 # at lr 3.5e-4, plain and decoded with --rerank (scripts/release.sh b4); that recipe with --share-prompts, plain and
 # decoded with --rerank (scripts/release.sh shared); that recipe's prefix averaged over the run's last 30% (the share
-# best on dev), plain and decoded with --rerank, and the same run's last step (scripts/release.sh average).
+# best on dev), plain and decoded with --rerank, and the same run's last step (scripts/release.sh average); a second
+# run with --average-last 0.3 itself, plain, with --rerank and its last step (scripts/release.sh avg40).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
                "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
                "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank"),
@@ -219,11 +220,21 @@ OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32
                "averaged": ("averaged", "60 minutes, prefix length 40, --compile, --average-last 0.3"),
                "averaged_reranked": ("rerank/averaged",
                                      "60 minutes, prefix length 40, --compile, --average-last 0.3, --rerank"),
-               "averaged_last_step": ("average", "60 minutes, prefix length 40, --compile, that run's last step")}
+               "averaged_last_step": ("average", "60 minutes, prefix length 40, --compile, that run's last step"),
+               "averaged_2": ("avg40", "60 minutes, prefix length 40, --compile, --average-last 0.3, second run"),
+               "averaged_2_reranked": ("rerank/avg40",
+                                       "60 minutes, prefix length 40, --compile, --average-last 0.3, second run, "
+                                       "--rerank"),
+               "averaged_2_last_step": ("avg40-last",
+                                        "60 minutes, prefix length 40, --compile, the second run's last step")}
 # E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40),
-# the shipped E2E prefix's recipe with --share-prompts (scripts/release.sh e2e-shared)
+# the E2E recipe with --share-prompts (scripts/release.sh e2e-shared); with --average-last 0.3, the shipped E2E prefix,
+# plain and decoded with --rerank, and that run's last step (scripts/release.sh e2e-average)
 E2E_PAIRS = {"e2e_prefix_40": ("e2e40", "8 minutes, prefix length 40, --compile"),
-             "e2e_shared_prompts": ("e2e-shared", "8 minutes, --share-prompts")}
+             "e2e_shared_prompts": ("e2e-shared", "8 minutes, --share-prompts"),
+             "e2e_averaged": ("e2e-average", "8 minutes, --average-last 0.3"),
+             "e2e_averaged_reranked": ("rerank/e2e-average", "8 minutes, --average-last 0.3, --rerank"),
+             "e2e_averaged_last_step": ("e2e-average-last", "8 minutes, that run's last step")}
 PAIRS_BY_TASK = {"webnlg": OTHER_PAIRS, "e2e": E2E_PAIRS}
 
 
@@ -252,7 +263,10 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "shared_prompts_reranked": " (the shipped prefix's recipe with --share-prompts, decoded with --rerank)",
                 "averaged": " (the shipped prefix's recipe, averaged over the run's last 30%)",
                 "averaged_reranked": " (the shipped prefix's recipe, averaged over the run's last 30%, decoded with "
-                                     "--rerank)"}
+                                     "--rerank)",
+                "averaged_2": " (the shipped prefix's recipe with --average-last 0.3, a second run)",
+                "averaged_2_reranked": " (the shipped prefix's recipe with --average-last 0.3, a second run, decoded "
+                                       "with --rerank)"}
 # Recipes besides the recipe itself that the curve follows over training minutes: its changes -> the line's name.
 CURVE_RECIPES = {"prefix_length 40, compile True": "prefix length 40, --compile"}  # the shipped prefix's (p40)
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
@@ -457,8 +471,8 @@ def write_release_report(out: Path) -> dict:
     report["curve"] = _curve(report["exploration"])
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
-    stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "average", "e2e40", "e2e-shared",
-              "explore")
+    stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "average", "avg40", "e2e40", "e2e-shared",
+              "e2e-average", "explore")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]
