@@ -42,7 +42,7 @@
 # mean on the full E2E test, in e2e-average/ (and decoded with --rerank, in rerank/e2e-average/), and its last step, in
 # e2e-average-last/; the shipped E2E prefix (the mean beat its last step and the E2E prefix shipped before on every
 # score).
-# Stage "e2e-shared" (bash scripts/release.sh e2e-shared): the shipped E2E prefix's recipe with --share-prompts
+# Stage "e2e-shared" (bash scripts/release.sh e2e-shared): the E2E recipe with --share-prompts
 # (E2E dev has 8.5 sentences an input), on the full E2E test, in e2e-shared/.
 # Stage "e2e40" (bash scripts/release.sh e2e40): the shipped WebNLG prefix's recipe (40 positions, --compile, the
 # WebNLG backbone dtype) on E2E dev for E2E's 8 minutes, and its PEFT anchor trained the same way, on the full E2E

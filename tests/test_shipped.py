@@ -64,15 +64,18 @@ def test_each_shipped_prefix_is_a_small_fp16_smollm2_prefix(name):
     assert header["format"] == name  # webnlg / e2e linearization
 
 
-def test_the_shipped_webnlg_prefix_is_the_release_reports_p40_run():
-    """The README's shipped-prefix figures are results/release/p40/webnlg's: the prefix must be that run's."""
-    shipped = artifact.shipped_prefixes()["webnlg"]
+@pytest.mark.parametrize(("name", "run", "minutes", "length"),
+                         [("webnlg", "p40/webnlg", 60, 40), ("e2e", "e2e-average/e2e", 8, 10)])
+def test_each_shipped_prefix_is_its_release_run(name, run, minutes, length):
+    """The README's shipped-prefix figures are those of the release run in results/release/RUN: the prefix must be
+    that run's, byte for byte."""
+    shipped = artifact.shipped_prefixes()[name]
     _, header = artifact.read_prefix(shipped)
-    config = json.loads((ROOT / "results/release/p40/webnlg/config.json").read_text())
+    config = json.loads((ROOT / f"results/release/{run}/config.json").read_text())
     trained = header["train_config"]
     assert {k: v for k, v in trained.items() if k != "output"} == {k: v for k, v in config.items() if k != "output"}
-    assert trained["compile"] is True and trained["max_minutes"] == 60 and trained["prefix_length"] == 40
-    assert shipped.read_bytes() == (ROOT / "results/release/p40/webnlg/prefix.safetensors").read_bytes()
+    assert trained["max_minutes"] == minutes and trained["prefix_length"] == length
+    assert shipped.read_bytes() == (ROOT / f"results/release/{run}/prefix.safetensors").read_bytes()
 
 
 def _scored_run(folder, dataset: str, bleu: float, minutes: float, hypotheses: list[str] | None = None,
