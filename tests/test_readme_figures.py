@@ -716,6 +716,7 @@ def test_readme_average_last_in_a_60_minute_webnlg_run_comes_from_the_release_re
             f"{mean['coverage']:.2f}% against {last['coverage']:.2f}%; with `--rerank` "
             f"{_bleu_text(report['averaged_2_reranked']['kg2text'])}") in readme
     assert f"two gains from averaging: {first_gain:+.2f} and {gain['all']:+.2f} BLEU-A" in readme
+    assert f"{first_gain:+.2f} and {gain['all']:+.2f} BLEU-A over the same run's last step in two" in readme  # Use
     assert mean["train_steps"] == last["train_steps"] and gain["all"] > 0 and first_gain > 0
     shipped, peft = report["prefix_40"]["kg2text"]["bleu_challenge"], report["prefix_40"]["peft"]["bleu_challenge"]
     over = {g: mean["bleu_challenge"][g] - shipped[g] for g in ("all", "unseen")}
@@ -742,6 +743,7 @@ def test_readme_average_last_in_a_real_e2e_run_comes_from_its_scores():
     assert (f"saved mean scores BLEU **{mean[0]}**, SER {mean[1]}, NIST {mean[2]}, ROUGE-L {mean[3]}, CIDEr {mean[4]}, "
             f"chrF++ {mean[5]} against its last step's (`RUN/last-step/`) {', '.join(last)}: better on every score"
             in readme)
+    assert f"{float(mean[0]) - float(last[0]):+.2f} BLEU on E2E; the shipped E2E prefix is such a mean" in readme
     lower_is_better = {1}  # the slot error rate
     assert all((float(m.rstrip("%")) < float(x.rstrip("%"))) == (i in lower_is_better)
                for i, (m, x) in enumerate(zip(mean, last, strict=True)))
