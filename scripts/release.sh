@@ -37,7 +37,7 @@
 # on the full test in averaged/ (and decoded with --rerank, in rerank/averaged/), the last step in average/.
 # Stage "avg40" (bash scripts/release.sh avg40): the shipped prefix's recipe with --average-last 0.3 itself (the share
 # best on dev in the average stage), on the full test in avg40/ (and decoded with --rerank, in rerank/avg40/), and the
-# same run's last step (OUTPUT/last-step/, a run folder of its own by last_step_run) on the full test, in avg40-last/.
+# same run's last step (OUTPUT/last-step/, a run folder of its own by score_averaged) on the full test, in avg40-last/.
 # Stage "e2e-average" (bash scripts/release.sh e2e-average): the E2E recipe above with --average-last 0.3, its saved
 # mean on the full E2E test, in e2e-average/ (and decoded with --rerank, in rerank/e2e-average/), and its last step, in
 # e2e-average-last/; the shipped E2E prefix (the mean beat its last step and the E2E prefix shipped before on every
@@ -99,12 +99,18 @@ check_peft() {  # NAME: PEFT's own generate on 16 of the entries says what kg2te
   python scripts/check_peft_decode.py "$RUNS/$1" "$OUT/$1" --limit 16
 }
 
-last_step_run() {  # FOLDER TASK: an --average-last run's last step as a run folder, FOLDER-last/TASK
+score_averaged() {  # FOLDER TASK: an --average-last run on TASK's full test: its mean plain and with --rerank, and
+  # its last step (OUTPUT/last-step/) made a run folder of its own, FOLDER-last/TASK, with the run's config and log
+  # beside the tensor, so it scores and reports like any run
   local run="$RUNS/$1/$2" last="$RUNS/$1-last/$2"
-  if [ -d "$last" ]; then return; fi
-  mkdir -p "$last.tmp"  # the run's config and log beside the tensor, so it scores and reports like any run
-  cp "$run/config.json" "$run/train_log.jsonl" "$run/last-step/prefix.safetensors" "$last.tmp/"
-  mv "$last.tmp" "$last"
+  if [ ! -d "$last" ]; then
+    mkdir -p "$last.tmp"
+    cp "$run/config.json" "$run/train_log.jsonl" "$run/last-step/prefix.safetensors" "$last.tmp/"
+    mv "$last.tmp" "$last"
+  fi
+  score "$1/$2" "$2"
+  score "$1-last/$2" "$2"
+  score "$1/$2" "$2" rerank --rerank
 }
 
 explore() {  # NAME MINUTES ARGS...: a WebNLG run at a short budget, scored on the test slice
@@ -218,20 +224,14 @@ fi
 if [ "${1:-}" = avg40 ]; then  # --average-last itself in a 60-minute WebNLG run
   train avg40/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
       --average-last 0.3
-  last_step_run avg40 webnlg
-  score avg40/webnlg webnlg
-  score avg40-last/webnlg webnlg
-  score avg40/webnlg webnlg rerank --rerank
+  score_averaged avg40 webnlg
   python scripts/release_report.py "$OUT"
   exit 0
 fi
 
 if [ "${1:-}" = e2e-average ]; then  # --average-last itself in a real run: the E2E recipe with it
   train e2e-average/e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20 --average-last 0.3
-  last_step_run e2e-average e2e
-  score e2e-average/e2e e2e
-  score e2e-average-last/e2e e2e
-  score e2e-average/e2e e2e rerank --rerank
+  score_averaged e2e-average e2e
   cp "$RUNS/e2e-average/e2e/prefix.safetensors" kg2text/prefixes/e2e.safetensors  # the shipped one: it scored best
   python scripts/release_report.py "$OUT"
   exit 0
