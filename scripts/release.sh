@@ -38,6 +38,9 @@
 # Stage "avg40" (bash scripts/release.sh avg40): the shipped prefix's recipe with --average-last 0.3 itself (the share
 # best on dev in the average stage), on the full test in avg40/ (and decoded with --rerank, in rerank/avg40/), and the
 # same run's last step (OUTPUT/last-step/, a run folder of its own by score_averaged) on the full test, in avg40-last/.
+# Stage "ctlavg" (bash scripts/release.sh ctlavg): the two best plain changes together, control prefixes (the control
+# stage) and --average-last 0.3 (the avg40 stage), 60 minutes on this CPU; scored by score_averaged as avg40 is, in
+# ctlavg/, rerank/ctlavg/ and ctlavg-last/.
 # Stage "e2e-average" (bash scripts/release.sh e2e-average): the E2E recipe above with --average-last 0.3, its saved
 # mean on the full E2E test, in e2e-average/ (and decoded with --rerank, in rerank/e2e-average/), and its last step, in
 # e2e-average-last/; the shipped E2E prefix (the mean beat its last step and the E2E prefix shipped before on every
@@ -225,6 +228,14 @@ if [ "${1:-}" = avg40 ]; then  # --average-last itself in a 60-minute WebNLG run
   train avg40/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
       --average-last 0.3
   score_averaged avg40 webnlg
+  python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
+if [ "${1:-}" = ctlavg ]; then  # control prefixes and --average-last together
+  train ctlavg/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
+      --method control --average-last 0.3
+  score_averaged ctlavg webnlg
   python scripts/release_report.py "$OUT"
   exit 0
 fi
