@@ -64,6 +64,9 @@ OUT=${OUT:-results/release}
 WEBNLG_DTYPE=${WEBNLG_DTYPE:-$(python -c "import torch; from kg2text.backbones import load_backbone
 from kg2text.hardware import faster_training_dtype
 print(faster_training_dtype(load_backbone('smollm2-135m').model.config, torch.device('cpu'))[0])")}
+# the shipped WebNLG prefix's recipe (stage p40) beside train's and train_peft's common settings; the 60-minute
+# WebNLG stages after it each change one thing of it
+P40_RECIPE=(--dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40)
 
 train() {  # NAME MINUTES ARGS...: train once; resume an interrupted run
   local name=$1 minutes=$2
@@ -160,12 +163,11 @@ if [ "${1:-}" = amx ]; then  # the recipe with --compile, 60 minutes (run on an 
 fi
 
 if [ "${1:-}" = p40 ]; then
-  train p40/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40
+  train p40/webnlg 60 "${P40_RECIPE[@]}"
   score p40/webnlg webnlg
   score p40/webnlg webnlg rerank --rerank
   cp "$RUNS/p40/webnlg/prefix.safetensors" kg2text/prefixes/webnlg.safetensors  # the shipped one since it scored best
-  train_peft p40/peft-webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile \
-      --prefix-length 40
+  train_peft p40/peft-webnlg 60 "${P40_RECIPE[@]}"
   score p40/peft-webnlg webnlg
   check_peft p40/peft-webnlg
   score p40/peft-webnlg webnlg rerank --rerank
@@ -174,8 +176,7 @@ if [ "${1:-}" = p40 ]; then
 fi
 
 if [ "${1:-}" = control ]; then
-  train control40/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
-      --method control
+  train control40/webnlg 60 "${P40_RECIPE[@]}" --method control
   score control40/webnlg webnlg
   score control40/webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
@@ -183,8 +184,7 @@ if [ "${1:-}" = control ]; then
 fi
 
 if [ "${1:-}" = b4 ]; then
-  train b4/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
-      --batch-size 4 --lr 3.5e-4
+  train b4/webnlg 60 "${P40_RECIPE[@]}" --batch-size 4 --lr 3.5e-4
   score b4/webnlg webnlg
   score b4/webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
@@ -192,8 +192,7 @@ if [ "${1:-}" = b4 ]; then
 fi
 
 if [ "${1:-}" = shared ]; then
-  train shared/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
-      --share-prompts
+  train shared/webnlg 60 "${P40_RECIPE[@]}" --share-prompts
   score shared/webnlg webnlg
   score shared/webnlg webnlg rerank --rerank
   python scripts/release_report.py "$OUT"
@@ -225,16 +224,14 @@ print(max(sorted(scores), key=scores.get))")
 fi
 
 if [ "${1:-}" = avg40 ]; then  # --average-last itself in a 60-minute WebNLG run
-  train avg40/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
-      --average-last 0.3
+  train avg40/webnlg 60 "${P40_RECIPE[@]}" --average-last 0.3
   score_averaged avg40 webnlg
   python scripts/release_report.py "$OUT"
   exit 0
 fi
 
 if [ "${1:-}" = ctlavg ]; then  # control prefixes and --average-last together
-  train ctlavg/webnlg 60 --dataset webnlg --warmup-steps 50 --dtype "$WEBNLG_DTYPE" --compile --prefix-length 40 \
-      --method control --average-last 0.3
+  train ctlavg/webnlg 60 "${P40_RECIPE[@]}" --method control --average-last 0.3
   score_averaged ctlavg webnlg
   python scripts/release_report.py "$OUT"
   exit 0
