@@ -1,9 +1,9 @@
 """Saving and loading a trained prefix: one safetensors file with a JSON header in its metadata.
 
 The file holds only the final per-layer prefix ``(L, 2, kv_heads, P, head_dim)`` (kilobytes), never
-the backbone. The header records what is needed to use it safely: the backbone's name and
-fingerprint, the shapes, the linearization format and the training config, plus a hash of the
-tensor bytes so a truncated or edited file is refused. Writes go to a temp file, then rename.
+the backbone (a control prefix: its compact form, control.py). The header records what is needed to use
+it safely: the backbone's name and fingerprint, the shapes, the linearization format and the training
+config, plus a hash of the tensor bytes so a truncated or edited file is refused. Writes go to a temp file, then rename.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ if TYPE_CHECKING:  # kept out of the import: a header alone is read before trans
 
 PREFIX_FILE = "prefix.safetensors"
 SHIPPED_DIR = Path(__file__).resolve().parent / "prefixes"  # prefixes that come with the package, by task name
-FORMAT_VERSION = 2  # 2: the header carries a digest of itself, so an edited header is refused too
+# 2: the header carries a digest of itself, so an edited header is refused too; 3: a control prefix is stored
+# compact, its shared positions once (format 2 stored one full prefix per category, which still loads)
+FORMAT_VERSION = 3
 HEADER_FIELDS = {"format_version": int, "backbone": str, "backbone_fingerprint": str, "shape": list, "dtype": str,
                  "sha256": str, "format": str, "method": str}
-# (L, 2, kv_heads, P, head_dim), one of those per category, and (P, d)
-ARTIFACT_RANK = {"prefix": 5, "prefix-hidden": 5, "control": 6, "prompt": 2}
+# (L, 2, kv_heads, P, head_dim), a control prefix's (L, 2, kv_heads, P + C * Pc, head_dim), and (P, d)
+ARTIFACT_RANK = {"prefix": 5, "prefix-hidden": 5, "control": 5, "prompt": 2}
+DERIVED_FIELDS = ("format_version", "shape", "dtype", "sha256", "header_sha256")  # from the tensor, by write_prefix
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -65,16 +68,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_prefix(run_dir: Path, prefix: torch.Tensor, backbone: Backbone, header: dict) -> Path:
-    """Save the final prefix with its header; returns the file path."""
-    prefix = prefix.detach().cpu().contiguous()
+    """Save the final prefix (as a ``TunedLM`` uses it) with its header; returns the file path."""
+    return write_prefix(run_dir, prefix, {"backbone": backbone.name, "backbone_fingerprint": backbone.fingerprint(),
+                                          **header})
+
+
+def write_prefix(run_dir: Path, prefix: torch.Tensor, header: dict) -> Path:
+    """``save_prefix`` with the backbone's name and fingerprint in ``header``; given what ``read_prefix`` returns, it
+    rewrites a file in the current format (the fields this function derives are derived again)."""
+    prefix = prefix.detach().cpu()
+    if header.get("method") == "control":
+        from kg2text.control import compact_controls
+
+        prefix = compact_controls(prefix, header["method_config"]["num_virtual_tokens"])
+    prefix = prefix.contiguous()
     full_header = {
         "format_version": FORMAT_VERSION,
-        "backbone": backbone.name,
-        "backbone_fingerprint": backbone.fingerprint(),
         "shape": list(prefix.shape),
         "dtype": str(prefix.dtype).removeprefix("torch."),
         "sha256": tensor_digest(prefix),
-        **header,
+        **{k: v for k, v in header.items() if k not in DERIVED_FIELDS},
     }
     full_header["header_sha256"] = header_digest(full_header)
     path = Path(run_dir) / PREFIX_FILE
@@ -106,7 +119,11 @@ def _prefix_path(run: Path) -> Path:
 
 
 def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
-    """Load a prefix file and its header, refusing anything damaged or not made by kg2text."""
+    """Load a prefix file and its header, refusing anything damaged or not made by kg2text.
+
+    The tensor is the one a ``TunedLM`` uses (a control prefix expanded to one full prefix per category); the
+    header's ``shape`` is the stored one's.
+    """
     path = _prefix_path(run)
     tensors = _readable(path, load_file)
     if set(tensors) != {"prefix"}:
@@ -118,6 +135,11 @@ def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
         raise UserError(f"{path} does not match its own header (edited or corrupted); retrain or restore it")
     if not torch.isfinite(prefix.float()).all():
         raise UserError(f"{path} holds NaN or infinite values; retrain or restore it")
+    if header["method"] == "control" and not _control_stack_stored(header):
+        from kg2text.control import expand_controls
+
+        config = header["method_config"]
+        prefix = expand_controls(prefix, config["num_virtual_tokens"], len(config["categories"]))
     return prefix, header
 
 
@@ -172,17 +194,34 @@ def _checked_header(path: Path, text: str) -> dict:
                         "retrain or restore it")
     shape = header["shape"]
     if header["method"] not in ARTIFACT_RANK or len(shape) != ARTIFACT_RANK[header["method"]] \
+            + _control_stack_stored(header) \
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
         raise UserError(f"{path}: its kg2text header names an unknown method or an impossible shape; "
                         "retrain or restore it")
-    if header["method"] == "control":
-        config = header.get("method_config")
-        categories = config.get("categories") if isinstance(config, dict) else None
-        if not (isinstance(categories, list) and len(categories) == shape[0]
-                and all(isinstance(name, str) for name in categories)):
-            raise UserError(f"{path}: its kg2text header does not list one category per control prefix; "
-                            "retrain or restore it")
+    if header["method"] == "control" and not _control_layout_fits(header):
+        raise UserError(f"{path}: its kg2text header does not list one category per control prefix; "
+                        "retrain or restore it")
     return header
+
+
+def _control_stack_stored(header: dict) -> bool:
+    """A control file before format 3: one full prefix per category, ``(C, L, 2, H, P + Pc, D)``."""
+    return header["method"] == "control" and header["format_version"] < 3
+
+
+def _control_layout_fits(header: dict) -> bool:
+    """The header's categories, shared and per-category lengths account for the stored positions."""
+    config = header.get("method_config")
+    if not isinstance(config, dict):
+        return False
+    categories, shared, own = config.get("categories"), config.get("num_virtual_tokens"), config.get("control_tokens")
+    if not (isinstance(categories, list) and all(isinstance(name, str) for name in categories)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (shared, own))):
+        return False
+    shape = header["shape"]
+    if _control_stack_stored(header):
+        return shape[0] == len(categories) and shape[-2] == shared + own
+    return shape[-2] == shared + len(categories) * own
 
 
 def control_categories_of(header: dict) -> list[str]:
@@ -199,5 +238,6 @@ def check_compatible(header: dict, backbone: Backbone, source: Path) -> None:
                         f"(fingerprint {header['backbone_fingerprint']}), not {backbone.name!r} "
                         f"({backbone.fingerprint()}); pass --backbone {header['backbone']} or retrain")
     shape, method = tuple(header["shape"]), header.get("method", "prefix")
-    if shape != artifact_shape(method, backbone, virtual_length(method, shape), len(control_categories_of(header))):
+    shape = shape[1:] if _control_stack_stored(header) else shape  # the full prefix of each category
+    if shape != artifact_shape(method, backbone, virtual_length(method, shape)):
         raise UserError(f"{source}: {method} shape {shape} does not fit {backbone.name}")

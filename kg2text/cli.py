@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--skip-bad", action="store_true",
                      help="skip inputs that do not parse (reported with a count on stderr) instead of stopping")
     gen.add_argument("--jsonl", action="store_true", help="print JSON lines {input, output} instead of plain text")
+    gen.add_argument("--category", default="",
+                     help="a --method control run: the WebNLG category whose control prefix every input gets (e.g. "
+                     "Airport, Food); default, or a category the run did not train: its general one")
     _add_decode_args(gen)
 
     ev = commands.add_parser("evaluate", help="decode a dataset split or your own test file and score it",

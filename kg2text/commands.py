@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kg2text.artifact import atomic_write_text, read_header, shipped_prefix
+from kg2text.artifact import atomic_write_text, control_categories_of, read_header, shipped_prefix
 from kg2text.data import Record, evenly_spaced, file_format, file_format_of, read_pair_file, read_records
 from kg2text.errors import UserError
 from kg2text.inputs import read_inputs
@@ -57,6 +57,20 @@ def _prefix_runs(specs: list[str]) -> dict[str, Path]:
 def _input_formats(args: argparse.Namespace) -> dict[str, Format]:
     """Each task's input format, from its prefix file's header alone (the backbone not loaded yet)."""
     return {task: get_format(read_header(run)["format"]) for task, run in _prefix_runs(args.prefix).items()}
+
+
+def _check_category(args: argparse.Namespace) -> None:
+    """``generate --category``: refused for a prefix without control prefixes, noted for a category the run did not
+    train (its general control prefix serves it), from the header alone."""
+    if not args.category:
+        return
+    header = read_header(next(iter(_prefix_runs(args.prefix).values())))
+    if len(args.prefix) > 1 or header["method"] != "control":
+        raise UserError(f"--category chooses a control prefix of a --method control run; {args.prefix[0]} is a "
+                        f"{header['method']} run")
+    if args.category not in control_categories_of(header):
+        print(f"kg2text: {args.prefix[0]} was not trained on category {args.category!r}, so its general control prefix "
+              f"serves it (trained: {', '.join(control_categories_of(header)[1:])})", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> LoadedPrefix:
@@ -121,12 +135,14 @@ def _train_peft(args: argparse.Namespace) -> Path:
 
 def run_generate(args: argparse.Namespace) -> int:
     inputs, skipped = read_inputs(args.inputs, args.input, _input_formats(args), skip_bad=args.skip_bad)
+    _check_category(args)
     from kg2text.generate import generate_sentences
 
     loaded = _load(args)
     if skipped:
         print(f"kg2text: skipped {len(skipped)} bad input(s), kept {len(inputs)}; first: {skipped[0]}", file=sys.stderr)
-    sentences = generate_sentences(loaded, inputs, _decode_config(args), progress=len(inputs) > args.batch_size)
+    sentences = generate_sentences(loaded, inputs, _decode_config(args), progress=len(inputs) > args.batch_size,
+                                   categories=[args.category] * len(inputs))
     for user_input, sentence in zip(inputs, sentences, strict=True):
         record = {"input": user_input.text, "output": sentence}
         if len(loaded.headers) > 1:

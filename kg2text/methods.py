@@ -61,13 +61,11 @@ def build_tuner(method: str, backbone: Backbone, length: int, mlp_hidden: int, i
     return SoftPrompt(start), config.to_dict()
 
 
-def artifact_shape(method: str, backbone: Backbone, length: int, categories: int = 0) -> tuple[int, ...]:
-    """Shape of the saved tensor: ``(L, 2, kv_heads, P, head_dim)`` for a prefix, one such per category for a
-    control prefix, ``(P, d)`` for a prompt."""
-    if method in ("prefix", "prefix-hidden"):
+def artifact_shape(method: str, backbone: Backbone, length: int) -> tuple[int, ...]:
+    """Shape of the saved tensor: ``(L, 2, kv_heads, P, head_dim)`` for a prefix (a control prefix: ``P`` is its
+    shared and all categories' positions, control.py), ``(P, d)`` for a prompt."""
+    if method in ("prefix", "prefix-hidden", "control"):
         return expected_prefix_shape(PrefixShape.of(backbone.model), length)
-    if method == "control":
-        return (categories, *expected_prefix_shape(PrefixShape.of(backbone.model), length))
     return (length, backbone.model.config.hidden_size)
 
 

@@ -1,19 +1,24 @@
 """Control prefixes: a shared prefix plus one short prefix per category, chosen by each input's category."""
 
 import json
+import runpy
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from kg2text.artifact import read_prefix
+from kg2text.artifact import header_digest, read_prefix, tensor_digest
 from kg2text.control import (
     GENERAL,
     ControlConfig,
     ControlPrefixEncoder,
     category_rows,
+    compact_controls,
     control_categories,
+    expand_controls,
     training_rows,
 )
 from kg2text.data import read_records
@@ -104,3 +109,64 @@ def test_a_checkpoint_from_before_control_length_existed_still_resumes(tmp_path)
     check_config_unchanged(config, older, Path("config.json"))
     with pytest.raises(UserError, match="lr: 5e-05 -> 0.001"):
         check_config_unchanged(TrainConfig(output=str(tmp_path), lr=1e-3), older, Path("config.json"))
+
+
+def test_the_file_stores_the_shared_prefix_once_and_loads_the_full_stack(control_run, tiny_gpt2):
+    tensor, header = read_prefix(control_run)
+    config = header["method_config"]
+    count, shared, own = len(config["categories"]), config["num_virtual_tokens"], config["control_tokens"]
+    shape = PrefixShape.of(tiny_gpt2.model)
+    assert header["format_version"] == 3
+    assert header["shape"] == [shape.layers, 2, shape.kv_heads, shared + count * own, shape.head_dim]
+    stored = load_file(control_run / "prefix.safetensors")["prefix"]
+    assert torch.equal(expand_controls(stored, shared, count), tensor)
+    assert torch.equal(compact_controls(tensor, shared), stored)
+    assert torch.equal(tensor[0, ..., :shared, :], tensor[-1, ..., :shared, :])
+
+
+def test_a_format_2_control_file_with_one_full_prefix_per_category_still_loads(control_run, tmp_path):
+    tensor, header = read_prefix(control_run)
+    old = {**header, "format_version": 2, "shape": list(tensor.shape), "sha256": tensor_digest(tensor)}
+    old["header_sha256"] = header_digest(old)
+    (tmp_path / "old").mkdir()
+    save_file({"prefix": tensor.contiguous()}, tmp_path / "old" / "prefix.safetensors",
+              metadata={"kg2text": json.dumps(old)})
+    again, _ = read_prefix(tmp_path / "old")
+    assert torch.equal(again, tensor)
+    loaded = load_for_generation(tmp_path / "old")
+    assert torch.equal(loaded.lm.prefix, tensor.to(loaded.lm.prefix.dtype))
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "compact_control.py"), run_name="compact")
+    (tmp_path / "new").mkdir()
+    shutil.copy(tmp_path / "old" / "prefix.safetensors", tmp_path / "new")
+    assert "-> [" in script["compact"](tmp_path / "new")
+    rewritten, new_header = read_prefix(tmp_path / "new")
+    assert new_header == header and torch.equal(rewritten, tensor)  # what training saves now, digests included
+    assert "left as it is" in script["compact"](tmp_path / "new")
+    old["shape"][-2] += 1  # a stack whose positions do not fit the header's lengths
+    old["header_sha256"] = header_digest(old)
+    save_file({"prefix": tensor.contiguous()}, tmp_path / "old" / "prefix.safetensors",
+              metadata={"kg2text": json.dumps(old)})
+    with pytest.raises(UserError, match="does not list one category per control prefix"):
+        read_prefix(tmp_path / "old")
+
+
+def test_generate_category_picks_that_control_prefix_and_is_refused_without_one(control_run, capsys, tmp_path):
+    from kg2text.cli import main
+
+    loaded = load_for_generation(control_run)
+    record = read_records("webnlg", "test")[0]
+    trained = loaded.categories[-1]
+    text = " ; ".join(" | ".join(triple) for triple in record.items)
+    args = ["generate", "--prefix", str(control_run), "--num-beams", "1", "--max-new-tokens", "6", text]
+    assert main([*args, "--category", trained]) == 0
+    assert capsys.readouterr().out.splitlines() == generate_sentences(
+        loaded, [record.items], DecodeConfig(num_beams=1, max_new_tokens=6), categories=[trained])
+    assert main([*args, "--category", "Politician"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == generate_sentences(loaded, [record.items],
+                                                           DecodeConfig(num_beams=1, max_new_tokens=6))
+    assert f"not trained on category 'Politician', so its general control prefix serves it (trained: " \
+           f"{', '.join(loaded.categories[1:])})" in captured.err
+    assert main(["generate", "--prefix", "webnlg", "--category", "Food", text]) == 2
+    assert "--category chooses a control prefix of a --method control run; webnlg is a prefix run" \
+        in capsys.readouterr().err
