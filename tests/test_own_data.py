@@ -210,7 +210,8 @@ def test_max_minutes_ends_on_time_with_the_learning_rate_decayed(tmp_path):
     assert log[-2]["elapsed_s"] <= 1.8 <= log[-1]["elapsed_s"]  # the first step past the budget is the last
     assert log[-1]["lr"] == pytest.approx(1e-2 * (1 - log[-2]["elapsed_s"] / 1.8), abs=1e-4)  # decayed with the clock
     # from step 2 on the rate only falls, however few steps a loaded machine fits in the budget
-    assert len(log) >= 3 and all(later["lr"] < earlier["lr"] for earlier, later in zip(log[1:], log[2:]))
+    rates = [entry["lr"] for entry in log[1:]]
+    assert len(rates) >= 2 and rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
 
 
 def test_python_api_trains_from_a_config_object(tmp_path):

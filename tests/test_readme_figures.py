@@ -88,7 +88,13 @@ WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 min
                ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, --rerank",
                 "control_averaged_reranked.kg2text"),
                ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, that run's last step",
-                "control_averaged_last_step.kg2text"))
+                "control_averaged_last_step.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, lr 7e-4",
+                "control_averaged_lr7.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, lr 7e-4, "
+                "--rerank", "control_averaged_lr7_reranked.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, lr 7e-4, that run's last step",
+                "control_averaged_lr7_last_step.kg2text"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"),
             ("kg2text, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.kg2text"),
             ("PEFT, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.peft"),
@@ -759,7 +765,8 @@ def test_readme_control_prefixes_with_average_last_come_from_the_release_report(
             f"**{gain['all']:+.2f} BLEU-A**, {gain['seen']:+.2f} seen, **{gain['unseen']:+.2f} unseen**; with "
             f"`--rerank` {_bleu_text(report['control_averaged_reranked']['kg2text'])}") in readme
     plain_60 = ("prefix_40", "control_40", "batch_4", "shared_prompts", "averaged", "averaged_last_step", "averaged_2",
-                "averaged_2_last_step", "control_averaged_last_step")
+                "averaged_2_last_step", "control_averaged_last_step", "control_averaged_lr7",
+                "control_averaged_lr7_last_step")
     for group in ("all", "unseen"):  # "the highest plain BLEU-A and unseen of any 60-minute run here"
         assert mean["bleu_challenge"][group] > max(report[k]["kg2text"]["bleu_challenge"][group] for k in plain_60)
     gains = [bleu_a("averaged") - bleu_a("averaged_last_step"), bleu_a("averaged_2") - bleu_a("averaged_2_last_step"),
@@ -777,6 +784,35 @@ def test_readme_control_prefixes_with_average_last_come_from_the_release_report(
             f"met ({55 - mean['bleu_challenge']['all']:.2f} short); unseen >= 46 is met") in readme
     assert mean["bleu_challenge"]["unseen"] >= 46 > last["bleu_challenge"]["unseen"]
     assert f"{_bleu_text(mean)}, the best plain BLEU-A and unseen here" in readme  # the summary under the shipped one
+
+
+def test_readme_control_prefixes_at_lr_7e_4_come_from_the_release_report():
+    from kg2text.artifact import read_header
+
+    report = json.loads((ROOT / RELEASE).read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    mean, last = report["control_averaged_lr7"]["kg2text"], report["control_averaged_lr7_last_step"]["kg2text"]
+    at_5e4 = report["control_averaged"]["kg2text"]
+    run = ROOT / "results/release/ctlhi/webnlg"
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"] == "control" and config["average_last"] == 0.3 and config["lr"] == 7e-4
+    assert config["prefix_length"] == 40 and config["compile"] and config["max_minutes"] == 60
+
+    def change(a: dict, b: dict, group: str) -> float:
+        return a["bleu_challenge"][group] - b["bleu_challenge"][group]
+
+    tensors = read_header(run)["averaged"]["tensors"]
+    assert (f"{mean['train_steps']:,} steps at {mean['train_tokens_per_s']:.0f} tokens/s (ctlavg: "
+            f"{at_5e4['train_steps']:,} at {at_5e4['train_tokens_per_s']:.0f}), {tensors} tensors in the mean; "
+            f"full test **{_bleu_text(mean)}** against its last step's {_bleu_text(last)} "
+            f"({change(mean, last, 'all'):+.2f} BLEU-A); with `--rerank` "
+            f"{_bleu_text(report['control_averaged_lr7_reranked']['kg2text'])}. Against ctlavg: "
+            f"{change(mean, at_5e4, 'all'):+.2f} BLEU-A, {change(mean, at_5e4, 'seen'):+.2f} seen, "
+            f"{change(mean, at_5e4, 'unseen'):+.2f} unseen") in readme
+    gain_5e4 = change(at_5e4, report["control_averaged_last_step"]["kg2text"], "all")
+    assert f"(+{change(mean, last, 'all'):.2f} against +{gain_5e4:.2f})" in readme
+    assert change(mean, at_5e4, "seen") > 0 > change(mean, at_5e4, "unseen") and abs(change(mean, at_5e4, "all")) < 0.5
+    assert f'the same at lr 7e-4 ("The same at lr 7e-4" below): {_bleu_text(mean)}, seen up and unseen down' in readme
 
 
 def test_readme_average_last_in_a_real_e2e_run_comes_from_its_scores():
