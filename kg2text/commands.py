@@ -66,8 +66,8 @@ def _check_category(args: argparse.Namespace) -> None:
         return
     header = read_header(next(iter(_prefix_runs(args.prefix).values())))
     if len(args.prefix) > 1 or header["method"] != "control":
-        raise UserError(f"--category chooses a control prefix of a --method control run; {args.prefix[0]} is a "
-                        f"{header['method']} run")
+        given = "several --prefix runs" if len(args.prefix) > 1 else f"{args.prefix[0]}, a {header['method']} run"
+        raise UserError(f"--category chooses a control prefix of one --method control run, not of {given}")
     if args.category not in control_categories_of(header):
         print(f"kg2text: {args.prefix[0]} was not trained on category {args.category!r}, so its general control prefix "
               f"serves it (trained: {', '.join(control_categories_of(header)[1:])})", file=sys.stderr)

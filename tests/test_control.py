@@ -168,5 +168,5 @@ def test_generate_category_picks_that_control_prefix_and_is_refused_without_one(
     assert f"not trained on category 'Politician', so its general control prefix serves it (trained: " \
            f"{', '.join(loaded.categories[1:])})" in captured.err
     assert main(["generate", "--prefix", "webnlg", "--category", "Food", text]) == 2
-    assert "--category chooses a control prefix of a --method control run; webnlg is a prefix run" \
+    assert "--category chooses a control prefix of one --method control run, not of webnlg, a prefix run" \
         in capsys.readouterr().err
