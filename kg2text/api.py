@@ -64,11 +64,16 @@ class Verbalizer:
     def tasks(self) -> list[str]:
         return list(self.loaded.headers)
 
-    def generate(self, inputs: Iterable[Input], task: str | None = None, **decode: object) -> list[str]:
+    def generate(self, inputs: Iterable[Input], task: str | None = None, category: str = "",
+                 **decode: object) -> list[str]:
         """One sentence per input, in order. With several tasks, ``task`` (or a dict's ``"task"``) picks the prefix;
-        ``decode`` overrides this call's decoding settings."""
+        ``category`` a ``--method control`` run's WebNLG category for every input (default, or one it did not train:
+        its general control prefix); ``decode`` overrides this call's decoding settings."""
+        if category and not self.loaded.categories:
+            raise UserError(f"category={category!r} chooses a control prefix; this Verbalizer's prefix has none")
         parsed = self.parse(inputs, task)
-        return generate_sentences(self.loaded, parsed, replace(self.decode, **decode)) if parsed else []
+        return generate_sentences(self.loaded, parsed, replace(self.decode, **decode),
+                                  categories=[category] * len(parsed)) if parsed else []
 
     def parse(self, inputs: Iterable[Input], task: str | None = None) -> list[UserInput]:
         """Inputs checked and parsed for their task's format; a bad one raises ``UserError`` naming its number."""
@@ -78,9 +83,9 @@ class Verbalizer:
         """The source text the model reads for a parsed input."""
         return self.loaded.formats[parsed.task].linearize(parsed.items)
 
-    def __call__(self, value: Input, task: str | None = None, **decode: object) -> str:
+    def __call__(self, value: Input, task: str | None = None, category: str = "", **decode: object) -> str:
         """The sentence for one input."""
-        return self.generate([value], task, **decode)[0]
+        return self.generate([value], task, category, **decode)[0]
 
     def _parse(self, value: Input, task: str | None, number: int) -> UserInput:
         formats = self.loaded.formats

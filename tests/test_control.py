@@ -3,7 +3,7 @@
 import json
 import runpy
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -170,3 +170,20 @@ def test_generate_category_picks_that_control_prefix_and_is_refused_without_one(
     assert main(["generate", "--prefix", "webnlg", "--category", "Food", text]) == 2
     assert "--category chooses a control prefix of one --method control run, not of webnlg, a prefix run" \
         in capsys.readouterr().err
+
+
+def test_verbalizer_category_picks_that_control_prefix_and_is_refused_without_one(control_run):
+    from kg2text import Verbalizer
+
+    verbalizer = Verbalizer.load(control_run, num_beams=1, max_new_tokens=6)
+    record = read_records("webnlg", "test")[0]
+    trained = verbalizer.loaded.categories[-1]
+    decode = DecodeConfig(num_beams=1, max_new_tokens=6)
+    assert verbalizer.generate([record.items], category=trained) == generate_sentences(
+        verbalizer.loaded, [record.items], decode, categories=[trained])
+    assert verbalizer(record.items) == generate_sentences(verbalizer.loaded, [record.items], decode)[0]
+    assert verbalizer.loaded.lm.rows.tolist() == [0]  # no category: the general control prefix
+    plain = Verbalizer(replace(verbalizer.loaded, headers={"x": {**verbalizer.loaded.header, "method": "prefix"}}),
+                       decode)  # the same tensors, a header without categories
+    with pytest.raises(UserError, match="category='Food' chooses a control prefix; this Verbalizer's prefix has none"):
+        plain.generate([record.items], category="Food")
