@@ -135,7 +135,7 @@ def read_prefix(run: Path) -> tuple[torch.Tensor, dict]:
         raise UserError(f"{path} does not match its own header (edited or corrupted); retrain or restore it")
     if not torch.isfinite(prefix.float()).all():
         raise UserError(f"{path} holds NaN or infinite values; retrain or restore it")
-    if header["method"] == "control" and not _control_stack_stored(header):
+    if header["method"] == "control" and not control_stack_stored(header):
         from kg2text.control import expand_controls
 
         config = header["method_config"]
@@ -194,7 +194,7 @@ def _checked_header(path: Path, text: str) -> dict:
                         "retrain or restore it")
     shape = header["shape"]
     if header["method"] not in ARTIFACT_RANK or len(shape) != ARTIFACT_RANK[header["method"]] \
-            + _control_stack_stored(header) \
+            + control_stack_stored(header) \
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
         raise UserError(f"{path}: its kg2text header names an unknown method or an impossible shape; "
                         "retrain or restore it")
@@ -204,7 +204,7 @@ def _checked_header(path: Path, text: str) -> dict:
     return header
 
 
-def _control_stack_stored(header: dict) -> bool:
+def control_stack_stored(header: dict) -> bool:
     """A control file before format 3: one full prefix per category, ``(C, L, 2, H, P + Pc, D)``."""
     return header["method"] == "control" and header["format_version"] < 3
 
@@ -219,7 +219,7 @@ def _control_layout_fits(header: dict) -> bool:
             and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (shared, own))):
         return False
     shape = header["shape"]
-    if _control_stack_stored(header):
+    if control_stack_stored(header):
         return shape[0] == len(categories) and shape[-2] == shared + own
     return shape[-2] == shared + len(categories) * own
 
@@ -238,6 +238,6 @@ def check_compatible(header: dict, backbone: Backbone, source: Path) -> None:
                         f"(fingerprint {header['backbone_fingerprint']}), not {backbone.name!r} "
                         f"({backbone.fingerprint()}); pass --backbone {header['backbone']} or retrain")
     shape, method = tuple(header["shape"]), header.get("method", "prefix")
-    shape = shape[1:] if _control_stack_stored(header) else shape  # the full prefix of each category
+    shape = shape[1:] if control_stack_stored(header) else shape  # the full prefix of each category
     if shape != artifact_shape(method, backbone, virtual_length(method, shape)):
         raise UserError(f"{source}: {method} shape {shape} does not fit {backbone.name}")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kg2text.artifact import PREFIX_FILE, read_prefix, write_prefix
+from kg2text.artifact import PREFIX_FILE, control_stack_stored, read_prefix, write_prefix
 
 
 def compact(run: Path) -> str:
     """Rewrite a run folder's prefix if it is an old control file; says what it did."""
     tensor, header = read_prefix(run)
     path = run / PREFIX_FILE
-    if header["method"] != "control" or len(header["shape"]) == 5:
+    if not control_stack_stored(header):
         return f"{path}: left as it is ({header['method']}, shape {header['shape']})"
     before = path.stat().st_size
     write_prefix(run, tensor, header)

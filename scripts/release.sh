@@ -108,6 +108,13 @@ check_peft() {  # NAME: PEFT's own generate on 16 of the entries says what kg2te
   python scripts/check_peft_decode.py "$RUNS/$1" "$OUT/$1" --limit 16
 }
 
+averaged_stage() {  # FOLDER ARGS...: the shipped prefix's recipe with ARGS and --average-last 0.3, 60 minutes,
+  # scored by score_averaged; then the report
+  train "$1/webnlg" 60 "${P40_RECIPE[@]}" "${@:2}" --average-last 0.3
+  score_averaged "$1" webnlg
+  python scripts/release_report.py "$OUT"
+}
+
 score_averaged() {  # FOLDER TASK: an --average-last run on TASK's full test: its mean plain and with --rerank, and
   # its last step (OUTPUT/last-step/) made a run folder of its own, FOLDER-last/TASK, with the run's config and log
   # beside the tensor, so it scores and reports like any run
@@ -227,23 +234,17 @@ print(max(sorted(scores), key=scores.get))")
 fi
 
 if [ "${1:-}" = avg40 ]; then  # --average-last itself in a 60-minute WebNLG run
-  train avg40/webnlg 60 "${P40_RECIPE[@]}" --average-last 0.3
-  score_averaged avg40 webnlg
-  python scripts/release_report.py "$OUT"
+  averaged_stage avg40
   exit 0
 fi
 
 if [ "${1:-}" = ctlavg ]; then  # control prefixes and --average-last together
-  train ctlavg/webnlg 60 "${P40_RECIPE[@]}" --method control --average-last 0.3
-  score_averaged ctlavg webnlg
-  python scripts/release_report.py "$OUT"
+  averaged_stage ctlavg --method control
   exit 0
 fi
 
 if [ "${1:-}" = ctlhi ]; then  # the ctlavg stage with a faster schedule
-  train ctlhi/webnlg 60 "${P40_RECIPE[@]}" --method control --average-last 0.3 --lr 7e-4
-  score_averaged ctlhi webnlg
-  python scripts/release_report.py "$OUT"
+  averaged_stage ctlhi --method control --lr 7e-4
   exit 0
 fi
 
