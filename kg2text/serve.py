@@ -8,6 +8,8 @@
   inputs) and ask for the same decoding are decoded as one batch on one worker thread. A row decodes the
   same in any batch (left padding, positions from the mask; tested), so every client gets exactly what it
   would get alone.
+* **Control prefixes**: a ``--method control`` run serves its categories' prefixes; a request's ``"category"``
+  picks one for all its inputs (none, or one the run did not train: the general one; ``GET /info`` lists them).
 * **Limits**: inputs per request, characters per input, a decoding timeout; a bad request is one 4xx with a
   message that names the field, and the others are served as usual. Prefixes are chosen at start-up only.
 * **Who may call**: 127.0.0.1 by default; with a token (``--token`` or ``KG2TEXT_TOKEN``) every API request
@@ -23,6 +25,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -60,6 +63,18 @@ class GenerateRequest(BaseModel):
     task: str | None = Field(default=None, description="which loaded prefix (needed when several are loaded)")
     num_beams: int | None = Field(default=None, ge=1, le=16)
     max_new_tokens: int | None = Field(default=None, ge=1, le=512)
+    category: str = Field(default="", max_length=200,
+                          description="a --method control run's WebNLG category for every input (see GET /info)")
+
+
+@dataclass
+class Pending:
+    """One request's parsed inputs waiting in the batcher, and the future its sentences go to."""
+
+    parsed: list[UserInput]
+    category: str
+    decode: DecodeConfig
+    future: asyncio.Future
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -78,9 +93,9 @@ class Batcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kg2text-decode")
 
-    async def decode(self, parsed: list[UserInput], decode: DecodeConfig) -> list[str]:
+    async def decode(self, parsed: list[UserInput], decode: DecodeConfig, category: str = "") -> list[str]:
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((parsed, decode, future))
+        await self.queue.put(Pending(parsed, category, decode, future))
         return await asyncio.wait_for(asyncio.shield(future), self.limits.timeout_s)
 
     async def run(self) -> None:
@@ -88,30 +103,32 @@ class Batcher:
         while True:
             batch = [await self.queue.get()]
             deadline = loop.time() + self.limits.batch_window_s
-            while sum(len(p) for p, _, _ in batch) < self.limits.max_batch:
+            while sum(len(item.parsed) for item in batch) < self.limits.max_batch:
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), max(deadline - loop.time(), 0)))
                 except TimeoutError:
                     break
-            for decode in dict.fromkeys(d for _, d, _ in batch):  # one decode per setting, in arrival order
-                await self._decode_together([item for item in batch if item[1] == decode], decode, loop)
+            for decode in dict.fromkeys(item.decode for item in batch):  # one decode per setting, in arrival order
+                await self._decode_together([item for item in batch if item.decode == decode], decode, loop)
 
-    async def _decode_together(self, items: list, decode: DecodeConfig, loop: asyncio.AbstractEventLoop) -> None:
-        rows = [p for parsed, _, _ in items for p in parsed]
+    async def _decode_together(self, items: list[Pending], decode: DecodeConfig,
+                               loop: asyncio.AbstractEventLoop) -> None:
+        rows = [p for item in items for p in item.parsed]
+        categories = [item.category for item in items for _ in item.parsed]
         decode = replace(decode, batch_size=max(decode.batch_size, self.limits.max_batch))  # the window's batch is one
         try:
-            sentences = await loop.run_in_executor(self.worker, generate_sentences, self.verbalizer.loaded, rows,
-                                                   decode)
+            sentences = await loop.run_in_executor(self.worker, partial(
+                generate_sentences, self.verbalizer.loaded, rows, decode, categories=categories))
         except Exception as err:  # noqa: BLE001 - handed to the waiting requests, which answer 500
-            for _, _, future in items:
-                if not future.done():
-                    future.set_exception(err)
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(err)
             return
         start = 0
-        for parsed, _, future in items:
-            if not future.done():
-                future.set_result(sentences[start: start + len(parsed)])
-            start += len(parsed)
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(sentences[start: start + len(item.parsed)])
+            start += len(item.parsed)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -159,7 +176,8 @@ def create_app(verbalizer: Verbalizer, limits: ServeLimits = ServeLimits(), toke
         formats = verbalizer.loaded.formats
         return {"version": __version__, "backbone": verbalizer.loaded.header["backbone"],
                 "tasks": {task: {"format": fmt.name, "example": fmt.example} for task, fmt in formats.items()},
-                "decoding": asdict(verbalizer.decode), "limits": asdict(limits), "token_required": bool(token)}
+                "categories": verbalizer.loaded.categories[1:], "decoding": asdict(verbalizer.decode),
+                "limits": asdict(limits), "token_required": bool(token)}
 
     @app.post("/generate")
     async def generate(body: GenerateRequest) -> JSONResponse:
@@ -170,13 +188,16 @@ def create_app(verbalizer: Verbalizer, limits: ServeLimits = ServeLimits(), toke
             if len(str(value)) > limits.max_input_chars:
                 return _error(413, f"inputs: input {number} has {len(str(value))} characters, more than the limit "
                                    f"of {limits.max_input_chars}")
+        if body.category and not verbalizer.loaded.categories:
+            return _error(400, f"category: {body.category!r} chooses a control prefix; the loaded prefix has none "
+                               "(only a --method control run has them)")
         try:
             parsed = verbalizer.parse(body.inputs, body.task)
         except UserError as err:
             return _error(400, f"inputs: {err}")
         settings = {k: v for k, v in (("num_beams", body.num_beams), ("max_new_tokens", body.max_new_tokens)) if v}
         try:
-            sentences = await batcher.decode(parsed, replace(verbalizer.decode, **settings))
+            sentences = await batcher.decode(parsed, replace(verbalizer.decode, **settings), body.category)
         except TimeoutError:
             return _error(504, f"decoding took longer than {limits.timeout_s:.0f} s; send fewer inputs or lower "
                                "max_new_tokens")

@@ -187,3 +187,24 @@ def test_verbalizer_category_picks_that_control_prefix_and_is_refused_without_on
                        decode)  # the same tensors, a header without categories
     with pytest.raises(UserError, match="category='Food' chooses a control prefix; this Verbalizer's prefix has none"):
         plain.generate([record.items], category="Food")
+
+
+def test_serve_decodes_each_requests_category_with_its_control_prefix(control_run):
+    from fastapi.testclient import TestClient
+
+    from kg2text import Verbalizer
+    from kg2text.serve import ServeLimits, create_app
+
+    verbalizer = Verbalizer.load(control_run, num_beams=1, max_new_tokens=8)
+    stack = verbalizer.loaded.lm.prefix * 20  # large enough that the categories' prefixes say different things
+    verbalizer.loaded.lm.use("control", stack, torch.zeros(1, dtype=torch.long))
+    trained = verbalizer.loaded.categories[1:]
+    line = "Harry_Potter | education | Hogwarts"
+    with TestClient(create_app(verbalizer, ServeLimits(batch_window_s=0.2))) as client:
+        assert client.get("/info").json()["categories"] == trained
+        answers = {category: client.post("/generate", json={"inputs": [line, line], "category": category}).json()
+                   for category in (trained[0], trained[-1], "NoSuchCategory", "")}
+    for category, body in answers.items():
+        assert body["sentences"] == verbalizer.generate([line, line], category=category)
+    assert answers["NoSuchCategory"] == answers[""]  # a category the run did not train: the general prefix
+    assert answers[trained[0]] != answers[trained[-1]]

@@ -52,7 +52,7 @@ def test_generate_answers_what_the_cli_prints(client, trained_run, capsys):
                                   "| A : b : c | D : e : f"]
     info = client.get("/info").json()
     assert info["backbone"] == "tiny-gpt2" and info["tasks"]["webnlg"]["format"] == "webnlg"
-    assert info["decoding"]["num_beams"] == 1 and info["limits"]["max_inputs"] == 4
+    assert info["decoding"]["num_beams"] == 1 and info["limits"]["max_inputs"] == 4 and info["categories"] == []
     assert client.get("/health").json() == {"status": "ok"}
 
 
@@ -64,6 +64,8 @@ def test_generate_answers_what_the_cli_prints(client, trained_run, capsys):
     ({"inputs": []}, 422, "inputs: List should have at least 1 item"),
     ({"inputs": ["A | b | c"], "num_beams": 0}, 422, "num_beams: Input should be greater than or equal to 1"),
     ({"inputs": ["A | b | c"], "task": "e2e"}, 400, "task 'e2e' is not loaded; name one of: webnlg"),
+    ({"inputs": ["A | b | c"], "category": "Food"}, 400,
+     "category: 'Food' chooses a control prefix; the loaded prefix has none"),
     ("{not json", 422, "body is not valid JSON (at character 1)"),
 ])
 def test_a_bad_request_is_one_clear_4xx_and_the_server_goes_on(client, body, status, message):
@@ -78,9 +80,9 @@ def test_requests_that_arrive_together_are_decoded_as_one_batch(verbalizer, monk
     calls = []
     real = serving.generate_sentences
 
-    def counted(loaded, rows, decode):
+    def counted(loaded, rows, decode, categories):
         calls.append(len(rows))
-        return real(loaded, rows, decode)
+        return real(loaded, rows, decode, categories=categories)
 
     monkeypatch.setattr(serving, "generate_sentences", counted)
     batcher = serving.Batcher(verbalizer, ServeLimits(batch_window_s=0.2))
