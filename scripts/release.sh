@@ -54,9 +54,9 @@
 # WebNLG backbone dtype) on E2E dev for E2E's 8 minutes, and its PEFT anchor trained the same way, on the full E2E
 # test, in e2e40/.
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
-# 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40, at 10, 20 and 40), each scored on
-# the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are scored on
-# that slice from their sentences.
+# 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40, at 10, 20 and 40),
+# each scored on the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are
+# scored on that slice from their sentences, and two short runs on the full test (full-20min, full-40min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEBNLG_MINUTES=${WEBNLG_MINUTES:-60}
@@ -136,6 +136,14 @@ explore() {  # NAME MINUTES ARGS...: a WebNLG run at a short budget, scored on t
   kg2text evaluate --prefix "$RUNS/$EXPLORE/$name" --dataset webnlg --split test --limit "$EXPLORE_LIMIT" \
       --num-beams 5 --batch-size 32 --output "$OUT/$EXPLORE/$name"
   cp "$RUNS/$EXPLORE/$name/config.json" "$RUNS/$EXPLORE/$name/train_log.jsonl" "$OUT/$EXPLORE/$name/"
+}
+
+full_test() {  # NAME MINUTES: an explore run on the full WebNLG test, beam 5, into $OUT/full-MINUTESmin
+  local out="$OUT/full-${2}min"
+  if [ -f "$out/scores.json" ]; then return; fi
+  kg2text evaluate --prefix "$RUNS/$EXPLORE/$1" --dataset webnlg --split test --num-beams 5 --batch-size 32 \
+      --output "$out"
+  cp "$RUNS/$EXPLORE/$1/config.json" "$RUNS/$EXPLORE/$1/train_log.jsonl" "$out/"
 }
 
 pair() {  # FOLDER DTYPE: a 40-minute WebNLG pair (kg2text and PEFT) on the full test
@@ -290,6 +298,8 @@ if [ "${1:-}" = explore ]; then
   explore p40-b4-10min 10 --dtype bfloat16 --compile --prefix-length 40 --batch-size 4 --lr 3.5e-4  # half the batch
   explore recipe-20min 20 --dtype float32
   explore bf16-20min 20 --dtype bfloat16
+  full_test bf16-20min 20
+  full_test p40-40min 40
   python scripts/release_report.py "$OUT"
   exit 0
 fi
