@@ -9,7 +9,8 @@
   same in any batch (left padding, positions from the mask; tested), so every client gets exactly what it
   would get alone.
 * **Control prefixes**: a ``--method control`` run serves its categories' prefixes; a request's ``"category"``
-  picks one for all its inputs (none, or one the run did not train: the general one; ``GET /info`` lists them).
+  picks one for all its inputs (none, or one the run did not train: the general one; ``GET /info`` and the page
+  list them).
 * **Limits**: inputs per request, characters per input, a decoding timeout; a bad request is one 4xx with a
   message that names the field, and the others are served as usual. Prefixes are chosen at start-up only.
 * **Who may call**: 127.0.0.1 by default; with a token (``--token`` or ``KG2TEXT_TOKEN``) every API request

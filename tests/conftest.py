@@ -22,6 +22,16 @@ def trained_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def control_run(tmp_path_factory):
+    """A tiny-gpt2 ``--method control`` WebNLG run (control and serve tests)."""
+    out = tmp_path_factory.mktemp("runs") / "control"
+    train(TrainConfig(output=str(out), backbone="tiny-gpt2", method="control", max_steps=3, max_examples=40,
+                      batch_size=8, prefix_length=4, control_length=2, mlp_hidden=32, lr=1e-3, log_every=1,
+                      checkpoint_every=0))
+    return out
+
+
+@pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory):
     """A tiny-gpt2 E2E run (trained on the shipped dev split), for multi-task tests."""
     out = tmp_path_factory.mktemp("runs") / "e2e"

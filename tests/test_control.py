@@ -30,15 +30,6 @@ from kg2text.prefix import PrefixShape
 from kg2text.training import TrainConfig, check_config_unchanged, train
 
 
-@pytest.fixture(scope="module")
-def control_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "control"
-    train(TrainConfig(output=str(out), backbone="tiny-gpt2", method="control", max_steps=3, max_examples=40,
-                      batch_size=8, prefix_length=4, control_length=2, mlp_hidden=32, lr=1e-3, log_every=1,
-                      checkpoint_every=0))
-    return out
-
-
 def test_categories_general_first_and_unknown_ones_fall_back_to_it():
     categories = control_categories(["Food", "", "Airport", "Food"])
     assert categories == (GENERAL, "Airport", "Food")

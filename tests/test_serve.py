@@ -178,19 +178,30 @@ def test_sigterm_finishes_the_request_in_flight_then_refuses_new_ones(trained_ru
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
-def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(trained_run, verbalizer, tmp_path):
+@pytest.mark.parametrize("run_name", ["trained_run", "control_run"])
+def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(run_name, request, tmp_path):
+    """A plain prefix's page hides the category choice; a control run's lists its categories and sends the one
+    chosen."""
     from playwright.sync_api import sync_playwright
 
+    run = request.getfixturevalue(run_name)
+    verbalizer = Verbalizer.load(run, **DECODE)
+    category = verbalizer.loaded.categories[-1] if verbalizer.loaded.categories else ""
     port = _free_port()
-    server = _start_server(trained_run, port, *[f"--{k.replace('_', '-')}={v}" for k, v in DECODE.items()])
+    server = _start_server(run, port, *[f"--{k.replace('_', '-')}={v}" for k, v in DECODE.items()])
+    sent = []
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
             page = browser.new_page()
+            page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/generate") else None)
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#task option", state="attached")
+            shown = page.is_visible("#category-row")
+            if category:
+                page.select_option("#category", category)
             page.fill("#input", "Harry_Potter | education | Hogwarts")
             page.click("#generate")
             page.wait_for_function("document.getElementById('linearized').textContent.length > 0")
@@ -201,7 +212,9 @@ def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(train
     finally:
         server.terminate()
         server.wait(timeout=60)
-    assert sentence == verbalizer("Harry_Potter | education | Hogwarts")
+    assert shown == bool(category)
+    assert [body["category"] for body in sent] == [category]
+    assert sentence == verbalizer("Harry_Potter | education | Hogwarts", category=category)
     assert linearized == "model input: | Harry Potter : education : Hogwarts"
     assert (tmp_path / "page.png").stat().st_size > 1000
 
