@@ -54,7 +54,7 @@
 # WebNLG backbone dtype) on E2E dev for E2E's 8 minutes, and its PEFT anchor trained the same way, on the full E2E
 # test, in e2e40/.
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
-# 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40, at 10, 20 and 40),
+# 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40, at 10, 20, 30, 40),
 # each scored on the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are
 # scored on that slice from their sentences, and two short runs on the full test (full-20min, full-40min).
 set -euo pipefail
@@ -292,7 +292,8 @@ if [ "${1:-}" = explore ]; then
   explore p20-10min 10 --dtype bfloat16 --prefix-length 20  # twice Li & Liang's prefix
   explore p40-20min 20 --dtype bfloat16 --compile --prefix-length 40  # p40-*: the shipped prefix's recipe (curve)
   explore p80-20min 20 --dtype bfloat16 --compile --prefix-length 80  # twice its length, beside it
-  explore p40-40min 40 --dtype bfloat16 --compile --prefix-length 40  # the curve's 40-minute point
+  explore p40-30min 30 --dtype bfloat16 --compile --prefix-length 40  # the curve's 30- and 40-minute points
+  explore p40-40min 40 --dtype bfloat16 --compile --prefix-length 40
   explore p40-words-40min 40 --dtype bfloat16 --compile --prefix-length 40 --format webnlg-words  # beside it
   explore p40-10min 10 --dtype bfloat16 --compile --prefix-length 40
   explore p40-b4-10min 10 --dtype bfloat16 --compile --prefix-length 40 --batch-size 4 --lr 3.5e-4  # half the batch
