@@ -50,14 +50,16 @@ class Verbalizer:
 
     @classmethod
     def load(cls, run: str | Path | Mapping[str, str | Path] = "webnlg", backbone: str | None = None,
-             dtype: str = "float32", **decode: object) -> Verbalizer:
+             dtype: str = "float32", ensemble: Sequence[str | Path] = (), **decode: object) -> Verbalizer:
         """Load a run folder (or ``{"webnlg": RUN1, "e2e": RUN2}`` for several tasks on one backbone); a bare
-        ``"webnlg"`` (the default) or ``"e2e"`` is the prefix shipped with kg2text.
+        ``"webnlg"`` (the default) or ``"e2e"`` is the prefix shipped with kg2text. ``ensemble``: more runs like
+        ``run`` to decode with it by their mean next-token probability (``kg2text generate --ensemble``).
 
         ``decode`` sets the decoding defaults (``num_beams=5``, ``max_new_tokens=100``, ...: ``DecodeConfig``).
         """
         runs = {task: Path(path) for task, path in run.items()} if isinstance(run, Mapping) else Path(run)
-        loaded = load_for_generation(runs, load_backbone(backbone) if backbone else None, dtype)
+        loaded = load_for_generation(runs, load_backbone(backbone) if backbone else None, dtype,
+                                     ensemble=[Path(path) for path in ensemble])
         return cls(loaded, DecodeConfig(**decode))
 
     @property

@@ -49,6 +49,11 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
                        help="of the beam's num-beams finished sentences, output the one that mentions the most input "
                        "entities (WebNLG subjects and objects, E2E values; ties: the better beam score) instead of "
                        "the best-scored one; needs --num-beams > 1 (default: off)")
+    group.add_argument("--ensemble", action="append", default=[], metavar="RUN",
+                       help="also decode with this run's prefix: each token is chosen by the mean next-token "
+                       "probability of --prefix and every --ensemble run (runs trained apart, e.g. with another "
+                       "--seed; same backbone, method, format and prefix length). Each adds the cost of one more "
+                       "decode; repeat it for more runs (default: none)")
     group.add_argument("--decoder", default="kg2text", choices=["kg2text", "hf"],
                        help="kg2text: our decoding loop (fast); hf: transformers' generate, the reference it is "
                        "tested against (default: kg2text)")

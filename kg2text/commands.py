@@ -78,7 +78,7 @@ def _load(args: argparse.Namespace) -> LoadedPrefix:
     from kg2text.generate import load_for_generation
 
     return load_for_generation(_prefix_runs(args.prefix), load_backbone(args.backbone) if args.backbone else None,
-                               args.dtype)
+                               args.dtype, ensemble=[Path(run) for run in args.ensemble])
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -212,6 +212,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if loaded:
         report |= {"decode": {**vars(_decode_config(args)), "dtype": args.dtype},
                    "backbone": loaded.header["backbone"], "prefix": args.prefix[0], "decode_seconds": round(elapsed, 1)}
+        if args.ensemble:
+            report["ensemble"] = args.ensemble
     else:
         report |= {"hypotheses": str(args.hypotheses)} | _kept_decode_facts(out / "scores.json")
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2) + "\n")

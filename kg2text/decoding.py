@@ -17,12 +17,17 @@ cache each step, and every row keeps computing until the slowest row of the batc
 * Beam search follows transformers' (``early_stopping=True``): the top ``2 * num_beams`` candidates by
   summed log-probability, finished ones scored with ``length ** length_penalty``, an input done when
   ``num_beams`` hypotheses are finished. The prompt is prefilled once per input, not once per beam.
+* An ensemble of ``members`` prefixes (runs trained apart, one backbone) decodes each input in ``members`` rows,
+  member ``k``'s prefix in row ``k`` of the input's (or beam's) group, and chooses tokens by the members' mean
+  next-token probability (``ensemble_logits``): the rows step, fork and finish together, one forward for all.
 * It runs under ``torch.inference_mode``, not just ``no_grad``: tensors then keep no version counter or view
   history, which takes a share off every op, and one-row decoding is bound by the count of small ops, not by the
   weights (results/speed/speed.md).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -237,6 +242,23 @@ def prefill_chunks(mask: torch.Tensor, chunk_rows: int) -> list[tuple[slice, int
     return chunks if chunked < 0.9 * rows * width else [(slice(0, rows), width)]
 
 
+def ensemble_logits(logits: torch.Tensor, members: int) -> torch.Tensor:
+    """Rows ``(inputs * members, vocab)``, an input's members side by side -> ``(inputs, vocab)``: the log of the
+    members' mean next-token probability (as fairseq ensembles translation models). One member: ``logits`` as they
+    are, so a plain decode is untouched."""
+    if members == 1:
+        return logits
+    log_probs = F.log_softmax(logits, dim=-1).unflatten(0, (-1, members))
+    return log_probs.logsumexp(1) - math.log(members)
+
+
+def member_rows(rows: torch.Tensor, members: int) -> torch.Tensor:
+    """Cache rows of the given inputs (or beams) when each has ``members`` rows side by side."""
+    if members == 1:
+        return rows
+    return (rows[:, None] * members + torch.arange(members, device=rows.device)).reshape(-1)
+
+
 def _step(lm: TunedLM, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     ones = torch.ones(len(tokens), 1, dtype=torch.long, device=tokens.device)
     return _forward(lm, cache, {"input_ids": tokens[:, None], "position_ids": positions[:, None]}, ones)
@@ -244,19 +266,24 @@ def _step(lm: TunedLM, cache: KVCache, tokens: torch.Tensor, positions: torch.Te
 
 @torch.inference_mode()
 def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos: int,
-           banned: torch.Tensor, draft_tokens: int = 0, memory: CacheMemory | None = None) -> list[list[int]]:
+           banned: torch.Tensor, draft_tokens: int = 0, memory: CacheMemory | None = None,
+           members: int = 1) -> list[list[int]]:
     """Greedy decoding; each row stops at its end token (kept out of the output) or after ``max_new_tokens``.
 
     One row with ``draft_tokens`` > 0 decodes by prompt lookup (``greedy_lookup``): the same tokens, fewer forwards.
+    With ``members`` > 1 each input decodes in that many rows, one per ensemble member (the injector's rows).
     """
     rows = ids.shape[0]
-    if rows == 1 and draft_tokens > 0:
+    if rows == 1 and draft_tokens > 0 and members == 1:
         return [greedy_lookup(lm, ids, mask, max_new_tokens, eos, banned, draft_tokens, memory)]
-    cache = _new_cache(lm, rows, rows, _prompt_width(lm, ids), max_new_tokens, memory)
+    ids, mask = ids.repeat_interleave(members, 0), mask.repeat_interleave(members, 0)
+    cache = _new_cache(lm, len(ids), len(ids), _prompt_width(lm, ids), max_new_tokens, memory)
     logits, positions = _prefill(lm, ids, mask, cache)
+    positions = positions[::members]  # an input's members share its positions
     outputs: list[list[int]] = [[] for _ in range(rows)]
     alive = torch.arange(rows, device=ids.device)
     for step in range(max_new_tokens):
+        logits = ensemble_logits(logits, members)
         logits[:, banned] = -float("inf")
         tokens = logits.argmax(-1)
         finished = tokens == eos
@@ -267,9 +294,9 @@ def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: i
         if len(keep) == 0 or step == max_new_tokens - 1:
             break
         if len(keep) < len(alive):
-            cache.select(keep)
+            cache.select(member_rows(keep, members))
             alive, tokens, positions = alive[keep], tokens[keep], positions[keep]
-        logits = _step(lm, cache, tokens, positions)
+        logits = _step(lm, cache, tokens.repeat_interleave(members), positions.repeat_interleave(members))
         positions = positions + 1
     return outputs
 
@@ -318,14 +345,17 @@ def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_to
 
 @torch.inference_mode()
 def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: int, max_new_tokens: int, eos: int,
-                banned: torch.Tensor, length_penalty: float = 1.0, memory: CacheMemory | None = None
-                ) -> list[list[list[int]]]:
+                banned: torch.Tensor, length_penalty: float = 1.0, memory: CacheMemory | None = None,
+                members: int = 1) -> list[list[list[int]]]:
     """Beam search with transformers' semantics (``early_stopping=True``): each input's ``num_beams`` finished
-    hypotheses, best first (as ``generate``'s ``num_return_sequences=num_beams``)."""
+    hypotheses, best first (as ``generate``'s ``num_return_sequences=num_beams``). With ``members`` > 1 each beam
+    runs in that many rows, one per ensemble member, and is scored by their mean probability."""
     n, beams, keep_k = ids.shape[0], num_beams, 2 * num_beams
     device = ids.device
-    cache = _new_cache(lm, n * beams, n, _prompt_width(lm, ids), max_new_tokens, memory)
+    ids, mask = ids.repeat_interleave(members, 0), mask.repeat_interleave(members, 0)
+    cache = _new_cache(lm, n * beams * members, len(ids), _prompt_width(lm, ids), max_new_tokens, memory)
     logits, positions = _prefill(lm, ids, mask, cache)
+    positions = positions[::members]
     prompt_end = cache.used  # token slots before this hold the prompt, the same for all beams of an input
     running_scores = torch.zeros(n, 1, device=device)  # one live beam per input until the first step
     running = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
@@ -336,7 +366,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
     alive = torch.arange(n, device=device)
     for step in range(max_new_tokens):
         live = running_scores.shape[1]
-        log_probs = F.log_softmax(logits, dim=-1)
+        log_probs = F.log_softmax(ensemble_logits(logits, members), dim=-1)
         log_probs[:, banned] = -float("inf")
         vocab = log_probs.shape[-1]
         total = (log_probs.view(len(alive), live, vocab) + running_scores[:, :, None]).view(len(alive), -1)
@@ -367,13 +397,14 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
         if bool(done.all()):
             break
         keep = compaction_order(~done)
-        source_rows = (keep[:, None] * live + source_beam[keep]).reshape(-1)
+        source_rows = member_rows((keep[:, None] * live + source_beam[keep]).reshape(-1), members)
         same_inputs = step > 0 and len(keep) == len(alive)  # a pure reorder among each input's beams
         cache.select(source_rows, shared_until=prompt_end if same_inputs else 0)
         positions = positions.view(len(alive), -1)[keep, :1].expand(-1, beams).reshape(-1)
         alive, running, running_scores = alive[keep], running[keep], running_scores[keep]
         finished, finished_scores, finished_done = finished[keep], finished_scores[keep], finished_done[keep]
-        logits = _step(lm, cache, running[:, :, -1].reshape(-1), positions)
+        logits = _step(lm, cache, running[:, :, -1].reshape(-1).repeat_interleave(members),
+                       positions.repeat_interleave(members))
         positions = positions + 1
     return results
 

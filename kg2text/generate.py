@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class LoadedPrefix:
 
     lm: TunedLM
     headers: dict[str, dict]  # task name -> artifact header
+    members: int = 1  # an ensemble's runs (``load_for_generation``'s ``ensemble`` plus one), decoded side by side
 
     @property
     def backbone(self) -> Backbone:
@@ -77,15 +78,19 @@ class LoadedPrefix:
 
 
 def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None = None,
-                        dtype: str = "float32", onednn: bool | None = None, stack: bool = True) -> LoadedPrefix:
+                        dtype: str = "float32", onednn: bool | None = None, stack: bool = True,
+                        ensemble: Sequence[Path] = ()) -> LoadedPrefix:
     """Load one run, or several task runs (``{"webnlg": RUN1, "e2e": RUN2}``), onto one backbone.
 
     Several task prefixes are stacked so that one batch can mix tasks row by row. ``dtype`` is the
     backbone's format for decoding: float32, bfloat16, float16, int8 or int4, and ``onednn`` whether its fp32 matmuls go
     through oneDNN (by default where measured faster; see kg2text/hardware.py), ``stack`` whether sibling linear
-    layers run as one matmul (``hardware.stack_siblings``).
+    layers run as one matmul (``hardware.stack_siblings``). ``ensemble``: more runs like the one run, decoded
+    together with it by their mean next-token probability (``decoding.ensemble_logits``).
     """
     runs = {Path(runs).name: Path(runs)} if not isinstance(runs, dict) else runs
+    if ensemble and len(runs) > 1:
+        raise UserError("--ensemble goes with one --prefix run, not several tasks")
     loaded = {task: read_prefix(path) for task, path in runs.items()}
     first = next(iter(loaded.values()))[1]
     backbone = backbone or load_backbone(first["backbone"])
@@ -96,6 +101,11 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
     headers = {task: header for task, (_, header) in loaded.items()}
     lm = TunedLM(backbone)
     control = torch.zeros(1, dtype=torch.long) if first.get("method") == "control" else None  # rows: the inputs'
+    if ensemble:
+        members = [tensors[0], *(_ensemble_member(path, first, backbone) for path in ensemble)]
+        stacks = [m if control is not None else m[None] for m in members]  # member k's stack at k * its size
+        lm.use(first["method"], torch.cat(stacks), rows=torch.zeros(1, dtype=torch.long))
+        return LoadedPrefix(lm, headers, len(members))
     if len(tensors) == 1:
         lm.use(first.get("method", "prefix"), tensors[0], control)
         return LoadedPrefix(lm, headers)
@@ -112,6 +122,21 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
                         "generate for them separately")
     lm.use(methods.pop(), torch.stack(tensors), rows=torch.zeros(1, dtype=torch.long))
     return LoadedPrefix(lm, headers)
+
+
+def _ensemble_member(path: Path, first: dict, backbone: Backbone) -> torch.Tensor:
+    """An ``--ensemble`` run's prefix, refused unless it is a run like the ``--prefix`` one: same backbone, method,
+    input format, prefix shape (and a control run's categories), so that its rows decode the same prompts."""
+    prefix, header = read_prefix(path)
+    check_compatible(header, backbone, path)
+    if first["method"] not in PREFIX_METHODS:
+        raise UserError(f"--ensemble averages prefix runs ({', '.join(PREFIX_METHODS)}), not a {first['method']} run")
+    facts = ("method", "format", "shape")
+    mine, wanted = [header[f] for f in facts], [first[f] for f in facts]
+    if mine != wanted or control_categories_of(header) != control_categories_of(first):
+        raise UserError(f"--ensemble {path}: its method, format, shape ({', '.join(map(str, mine))}) must be the "
+                        f"--prefix run's ({', '.join(map(str, wanted))}), and a control run's categories too")
+    return prefix.to(device=backbone.model.device, dtype=backbone.model.dtype)
 
 
 @functools.cache
@@ -209,28 +234,34 @@ def decode_batched(backbone: Backbone, prompts: list[str], decode: DecodeConfig,
 
 def decode_prompts(lm: TunedLM, prompts: list[str], decode: DecodeConfig, progress: bool = False,
                    tasks: list[int] | None = None, items: list[tuple[Item, ...]] | None = None,
-                   pick: Pick | None = None) -> list[str]:
+                   pick: Pick | None = None, members: int = 1) -> list[str]:
     """Generate a sentence for each model prompt with the prefix or prompt in use.
 
     With a stack of task prefixes, ``tasks`` gives each prompt's task index (rows of one batch may differ);
     ``items`` are each prompt's facts, which ``decode.rerank`` needs; ``pick`` as in ``decode_batched``.
+    ``members`` > 1: the stack is an ensemble's, member k's prefixes (its ``tasks``) at ``k * len(stack) // members``.
     ``no_repeat_ngram_size`` is only in transformers' ``generate``, which then decodes.
     """
     tokenizer = lm.backbone.tokenizer
     banned = torch.tensor(newline_token_ids(tokenizer), dtype=torch.long)
     own_loop = decode.engine == "kg2text" and not decode.no_repeat_ngram_size
+    if members > 1 and not own_loop:
+        raise UserError("--ensemble decodes with kg2text's own loop: leave out --decoder hf and --no-repeat-ngram")
     memory = CacheMemory()  # the batches' caches reuse one block
+    stack = len(lm.prefix) // members if members > 1 else 1
 
     def generate_batch(batch: list[int], ids: torch.Tensor, mask: torch.Tensor, config: GenerationConfig):
-        if tasks is not None:
-            lm.use(lm.method, lm.prefix, rows=torch.tensor([tasks[i] for i in batch], device=ids.device))
+        if tasks is not None or members > 1:
+            own = [0] * len(batch) if tasks is None else [tasks[i] for i in batch]
+            rows = [member * stack + task for task in own for member in range(members)]  # an input's members together
+            lm.use(lm.method, lm.prefix, rows=torch.tensor(rows, device=ids.device))
         if own_loop:
             lm.model_inputs(ids, mask)  # sets this object's prefix on the shared injector
             if decode.num_beams == 1:
                 return greedy(lm, ids, mask, decode.max_new_tokens, tokenizer.eos_token_id, banned,
-                              decode.draft_tokens, memory)
+                              decode.draft_tokens, memory, members)
             hypotheses = beam_search(lm, ids, mask, decode.num_beams, decode.max_new_tokens, tokenizer.eos_token_id,
-                                     banned, decode.length_penalty, memory)
+                                     banned, decode.length_penalty, memory, members)
             return [tokens for row in hypotheses for tokens in row[: decode.candidates]]
         inputs = lm.model_inputs(ids, mask)
         out = hf_generate(lm.backbone.model, config, **inputs)
@@ -254,5 +285,6 @@ def generate_sentences(loaded: LoadedPrefix, inputs: list[tuple[Item, ...]] | li
     prompts = [model_prompt(fmt.linearize(x), separator) for fmt, x in zip(formats, items, strict=True)]
     if loaded.categories:
         rows = category_rows(loaded.categories, categories or [""] * len(inputs))
-        return decode_prompts(loaded.lm, prompts, decode, progress, rows, items, pick)
-    return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None, items, pick)
+        return decode_prompts(loaded.lm, prompts, decode, progress, rows, items, pick, loaded.members)
+    return decode_prompts(loaded.lm, prompts, decode, progress, tasks if len(names) > 1 else None, items, pick,
+                          loaded.members)

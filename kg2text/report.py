@@ -189,6 +189,7 @@ def write_report(data: dict, out: Path) -> None:
 
 RELEASE_TASKS = ("webnlg", "e2e")
 EXPLORE_DIR = "explore"
+ENSEMBLE_DIR = "ensemble"  # release.sh's ensemble stage: NAME/member-K/ (the runs), NAME/FOLDER/ (their decodes)
 DEV_DECODING_DIR = "dev-decoding"
 GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev by scripts/sweep_score.sh
 # The pairs beside the main one, each laid out like it in a folder: report key -> (folder, release-table name).
@@ -291,7 +292,7 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
 # Recipes besides the recipe itself that the curve follows over training minutes: its changes -> the line's name.
 CURVE_RECIPES = {"prefix_length 40, compile True": "prefix length 40, --compile"}  # the shipped prefix's (p40)
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
-               "init_text", "dtype", "compile", "share_prompts", "average_last", "max_steps")
+               "init_text", "dtype", "compile", "share_prompts", "average_last", "max_steps", "seed")
 # Runs the curve leaves out: a second run of the shipped prefix's recipe (scripts/release.sh average), so that each
 # budget keeps one point, the shipped run's
 CURVE_LEFT_OUT = ("average/webnlg",)
@@ -375,6 +376,36 @@ def exploration_rows(out: Path) -> list[dict]:
             rows.append(_row(out / name, name, trainer, recipe, scores["bleu_challenge"], scores["bleu"],
                              len(picked)))
     return sorted(rows, key=lambda r: (r["train_minutes"], r["trainer"], r["name"]))
+
+
+def ensemble_rows(out: Path) -> list[dict]:
+    """Each decode of an ensemble (``--ensemble``): its scores beside its members' training (minutes in all, steps
+    each), from ``ENSEMBLE_DIR/NAME/FOLDER/scores.json`` and ``ENSEMBLE_DIR/NAME/member-K/``."""
+    rows = []
+    for path in sorted((out / ENSEMBLE_DIR).glob("*/*/scores.json")):
+        scores, members = _read_json(path), sorted(path.parent.parent.glob("member-*"))
+        trained = [_train_facts(member) for member in members]
+        rows.append({"name": f"{path.parent.parent.name}/{path.parent.name}", "members": len(members),
+                     "train_minutes": sum(t["train_minutes"] for t in trained),
+                     "train_steps": [t["train_steps"] for t in trained], "entries": scores["entries"],
+                     "rerank": scores["decode"]["rerank"], "bleu_challenge": _bleus(scores["scores_challenge"]),
+                     "bleu": _bleus(scores["scores"]), "chrf": scores["chrf++"], "coverage": scores["entity_coverage"],
+                     "decode_minutes": round(scores["decode_seconds"] / 60, 1), "command": scores["command"]})
+    return rows
+
+
+def _ensemble_table(rows: list[dict]) -> str:
+    lines = ["| ensemble | members' training | steps | entries | decoding | challenge BLEU all / seen / unseen | "
+             "BLEU (sacrebleu) all / seen / unseen | chrF++ | coverage | decode time |",
+             "|---|---:|---|---:|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        challenge = " / ".join(f"{r['bleu_challenge'][g]:.2f}" for g in ("all", "seen", "unseen"))
+        bleu = " / ".join(f"{r['bleu'][g]:.2f}" for g in ("all", "seen", "unseen"))
+        steps = " + ".join(f"{s:,}" for s in r["train_steps"])
+        lines.append(f"| {r['name']} | {r['train_minutes']:g} min | {steps} | {r['entries']:,} | "
+                     f"beam 5{', --rerank' if r['rerank'] else ''} | {challenge} | {bleu} | {r['chrf']:.2f} | "
+                     f"{r['coverage']:.2f}% | {r['decode_minutes']:.1f} min |")
+    return "\n".join(lines)
 
 
 def dev_decoding_rows(out: Path) -> list[dict]:
@@ -490,10 +521,11 @@ def write_release_report(out: Path) -> dict:
                            if (out / folder / run / "scores.json").exists()}
     report["exploration"] = exploration_rows(out)
     report["curve"] = _curve(report["exploration"])
+    report["ensembles"] = ensemble_rows(out)
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
     stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "average", "avg40", "ctlavg", "ctlhi",
-              "e2e40", "e2e-shared", "e2e-average", "explore")
+              "e2e40", "e2e-shared", "e2e-average", "explore", "ensemble")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]
@@ -511,6 +543,12 @@ def write_release_report(out: Path) -> dict:
     if report["curve"]:
         md += ["![challenge BLEU against training minutes](curve.png)", ""]
         _curve_plot(report["curve"], out / "curve.png")
+    if report["ensembles"]:
+        md += ["## Ensembles of prefixes (`--ensemble`), WebNLG test", "",
+               "`bash scripts/release.sh ensemble`: two runs' prefixes decoded together, each token chosen by their "
+               "mean next-token probability (kg2text/decoding.py), on the exploration's slice and on the full test; "
+               "each ensemble's runs (prefix, config, log) are in its member-1/ and member-2/.", "",
+               _ensemble_table(report["ensembles"]), ""]
     if report["dev_decoding"]:
         md += ["## Decoding settings for the AMX prefix (shipped before the prefix of length 40), on WebNLG dev", "",
                "`bash scripts/dev_decoding.sh`: evenly spaced WebNLG dev entries (seen categories only), beam 5, one "

@@ -53,6 +53,11 @@
 # Stage "e2e40" (bash scripts/release.sh e2e40): the shipped WebNLG prefix's recipe (40 positions, --compile, the
 # WebNLG backbone dtype) on E2E dev for E2E's 8 minutes, and its PEFT anchor trained the same way, on the full E2E
 # test, in e2e40/.
+# Stage "ensemble" (bash scripts/release.sh ensemble): decoding with two prefixes at once (--ensemble: each token by
+# their mean next-token probability): the shipped prefix's recipe trained twice for 30 minutes (p40-30min of the
+# explore stage and p40-30min-seed2, --seed 43: 60 minutes of training in all), in ensemble/2x30min/, on the
+# exploration's slice and on the full test (plain and with --rerank); the shipped prefix with the avg40 stage's
+# (two 60-minute runs), in ensemble/2x60min/, on the slice.
 # Stage "explore" (bash scripts/release.sh explore): the recipe's neighbours at short budgets and the recipe at
 # 10 and 20 minutes (the curve, with each backbone dtype; and the shipped prefix's recipe, p40, at 10, 20, 30, 40),
 # each scored on the same evenly spaced slice of WebNLG test (EXPLORE_LIMIT entries, beam 5); the full-test runs are
@@ -144,6 +149,28 @@ full_test() {  # NAME MINUTES: an explore run on the full WebNLG test, beam 5, i
   kg2text evaluate --prefix "$RUNS/$EXPLORE/$1" --dataset webnlg --split test --num-beams 5 --batch-size 32 \
       --output "$out"
   cp "$RUNS/$EXPLORE/$1/config.json" "$RUNS/$EXPLORE/$1/train_log.jsonl" "$out/"
+}
+
+members() {  # NAME RUN...: the runs an ensemble decodes, copied (prefix, config, log) into $OUT/ensemble/NAME/member-K,
+  # so that its decodes and report need only results/
+  local k=0
+  for run in "${@:2}"; do
+    k=$((k + 1))
+    local dest="$OUT/ensemble/$1/member-$k"
+    if [ -f "$dest/prefix.safetensors" ]; then continue; fi
+    mkdir -p "$dest.tmp"
+    cp "$run/config.json" "$run/train_log.jsonl" "$run/prefix.safetensors" "$dest.tmp/"
+    mv "$dest.tmp" "$dest"
+  done
+}
+
+decode_ensemble() {  # NAME FOLDER LIMIT [DECODING-ARGS...]: NAME's two members decoded together (--ensemble) on WebNLG
+  # test, beam 5, LIMIT entries evenly spaced (0: all), into $OUT/ensemble/NAME/FOLDER
+  local dir="$OUT/ensemble/$1" slice=()
+  if [ -f "$dir/$2/scores.json" ]; then return; fi
+  if [ "$3" != 0 ]; then slice=(--limit "$3"); fi
+  kg2text evaluate --prefix "$dir/member-1" --ensemble "$dir/member-2" --dataset webnlg --split test "${slice[@]}" \
+      --num-beams 5 --batch-size 32 --output "$dir/$2" "${@:4}"
 }
 
 pair() {  # FOLDER DTYPE: a 40-minute WebNLG pair (kg2text and PEFT) on the full test
@@ -278,6 +305,20 @@ if [ "${1:-}" = e2e40 ]; then
   train_peft e2e40/peft-e2e "$E2E_MINUTES" --dataset e2e --split dev --warmup-steps 20 --dtype "$WEBNLG_DTYPE" \
       --compile --prefix-length 40
   score e2e40/peft-e2e e2e
+  python scripts/release_report.py "$OUT"
+  exit 0
+fi
+
+if [ "${1:-}" = ensemble ]; then
+  EXPLORE=explore EXPLORE_LIMIT=${EXPLORE_LIMIT:-400}
+  # the curve's 30-minute point again with another seed: two 30-minute runs are the 60-minute budget
+  explore p40-30min-seed2 30 --dtype bfloat16 --compile --prefix-length 40 --seed 43
+  members 2x30min "$RUNS/explore/p40-30min" "$RUNS/explore/p40-30min-seed2"
+  members 2x60min "$OUT/p40/webnlg" "$OUT/avg40/webnlg"  # the shipped prefix and the avg40 stage's: 120 minutes
+  decode_ensemble 2x30min slice "$EXPLORE_LIMIT"
+  decode_ensemble 2x60min slice "$EXPLORE_LIMIT"
+  decode_ensemble 2x30min test 0
+  decode_ensemble 2x30min test-rerank 0 --rerank
   python scripts/release_report.py "$OUT"
   exit 0
 fi
