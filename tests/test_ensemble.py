@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kg2text.api import Verbalizer
 from kg2text.artifact import read_prefix, write_prefix
 from kg2text.backbones import load_backbone
 from kg2text.cli import main
@@ -149,6 +150,8 @@ def test_cli_generate_and_evaluate_take_ensemble_runs(trained_run, other_run, tm
     printed = capsys.readouterr().out.strip()
     loaded = load_for_generation(trained_run, ensemble=[other_run])
     assert printed == generate_sentences(loaded, TRIPLES[:1], DecodeConfig(num_beams=2, max_new_tokens=8))[0]
+    verbalizer = Verbalizer.load(trained_run, ensemble=[other_run], num_beams=2, max_new_tokens=8)
+    assert verbalizer.loaded.members == 2 and verbalizer("Harry_Potter | education | Hogwarts") == printed
     out = tmp_path / "eval"
     assert main(["evaluate", *args, "--limit", "3", "--output", str(out)]) == 0
     report = json.loads((out / "scores.json").read_text())

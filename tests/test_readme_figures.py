@@ -145,8 +145,8 @@ FIGURES = [
                    "40min/peft-webnlg",
                    "fp32/webnlg", "fp32/peft-webnlg", "webnlg", "peft-webnlg", "amx60/webnlg",
                    "amx60/peft-webnlg", "rerank/amx60/webnlg", "dev-chosen/webnlg", "p40/webnlg",
-                   "p40/peft-webnlg", "p40-10min", "p40-b4-10min", "p40-20min", "p40-30min", "p40-40min",
-                   "p40-words-40min", "p80-20min",
+                   "p40/peft-webnlg", "p40-10min", "p40-b4-10min", "p40-20min", "p40-30min", "p40-30min-seed2",
+                   "p40-40min", "p40-words-40min", "p80-20min",
                    "control40/webnlg",
                    "rerank/control40/webnlg", "b4/webnlg", "rerank/b4/webnlg", "averaged/webnlg",
                    "rerank/averaged/webnlg", "average/webnlg")],
@@ -861,3 +861,53 @@ def test_readme_average_last_in_a_real_e2e_run_comes_from_its_scores():
     assert read_prefix(folders["averaged"] / "prefix.safetensors")[1]["averaged"] == {"every": 50, "tensors": 2}
     shipped = json.loads((ROOT / "results/release/e2e/scores.json").read_text())
     assert f"shipped before it ({shipped['scores']['all']['bleu']:.2f}, {shipped['slot_error_rate']:.2f}%;" in readme
+
+
+def _ensemble_figures(report: dict) -> dict[str, str]:
+    """The figures of the README's ensemble paragraph, from the release report (``bash scripts/release.sh
+    ensemble``): the name of each placeholder it once had, and its text."""
+    from kg2text.report import _ensemble_table
+
+    rows = {r["name"]: r for r in report["ensembles"]}
+    short = {r["name"]: r for r in report["exploration"]}
+    first, second = short["p40-30min"]["bleu_challenge"], short["p40-30min-seed2"]["bleu_challenge"]
+    pair30 = rows["2x30min/slice"]["bleu_challenge"]
+    members = (report["prefix_40"]["kg2text"]["bleu_challenge"], report["averaged_2"]["kg2text"]["bleu_challenge"])
+    better = max(members, key=lambda m: m["all"])
+    test = rows["2x60min/test"]
+    sliced = {name: short[name]["bleu_challenge"]["all"] for name in ("p40/webnlg", "avg40/webnlg")}
+    figures = {"SEED": f"scores {_bleu_text(short['p40-30min-seed2'])} on the slice",
+               "SPREAD": f"{first['all'] - second['all']:.2f} BLEU-A below the first run",
+               "ENS30SLICE": f"two together score {_bleu_text(rows['2x30min/slice'])}",
+               "ENS30VSMEAN": f"{pair30['all'] - (first['all'] + second['all']) / 2:+.2f} BLEU-A over their "
+                              "members' mean",
+               "MEMBERS": (f"{sliced['p40/webnlg']:.2f} and {sliced['avg40/webnlg']:.2f} on the slice, "
+                           f"{members[0]['all']:.2f} and {members[1]['all']:.2f} on the full test"),
+               "SIXTY": f"below the 60-minute prefix on the slice ({sliced['p40/webnlg']:.2f})",
+               "ENS60SLICE": f"together score **{_bleu_text(rows['2x60min/slice'])}** on the slice",
+               "ENS60TEST": f"**{_bleu_text(test)}** on the full test",
+               "ENS60SACRE": "(sacrebleu " + " / ".join(f"{test['bleu'][g]:.2f}" for g in ("all", "seen", "unseen")),
+               "ENS60CHRF": f"chrF++ {test['chrf']:.2f}", "ENS60COV": f"coverage {test['coverage']:.2f}%)",
+               "ENS60GAIN": (f"{test['bleu_challenge']['all'] - better['all']:+.2f} BLEU-A and "
+                             f"{test['bleu_challenge']['unseen'] - better['unseen']:+.2f} unseen over the better "
+                             "member"),
+               "ENS60RERANK": f"with `--rerank` **{_bleu_text(rows['2x60min/test-rerank'])}**",
+               "TOPENS": (f"{_bleu_text(test)} plain and {_bleu_text(rows['2x60min/test-rerank'])} with `--rerank`, "
+                          "the best BLEU-A here"),
+               "TABLE": _ensemble_table(report["ensembles"])}
+    if "2x30min/test" in rows:
+        figures["ENS30TEST"] = (f" The 30-minute pair on the full test: {_bleu_text(rows['2x30min/test'])}, "
+                                f"{rows['2x30min/test']['bleu_challenge']['all'] - members[0]['all']:+.2f} BLEU-A "
+                                "against the shipped 60-minute prefix.")
+    return figures
+
+
+def test_readme_ensembles_come_from_the_release_report():
+    report = json.loads((ROOT / RELEASE).read_text())
+    text = (ROOT / "README.md").read_text()
+    readme = " ".join(text.split())
+    figures = _ensemble_figures(report)
+    assert figures.pop("TABLE") in text
+    for name, figure in figures.items():
+        assert " ".join(figure.split()) in readme, name
+    assert "@@" not in text
