@@ -252,6 +252,12 @@ def ensemble_logits(logits: torch.Tensor, members: int) -> torch.Tensor:
     return log_probs.logsumexp(1) - math.log(members)
 
 
+def per_member(tensor: torch.Tensor, members: int) -> torch.Tensor:
+    """Each row of ``tensor`` repeated for its ``members`` rows, side by side (as is for one member: no copy on a
+    plain decode's steps)."""
+    return tensor if members == 1 else tensor.repeat_interleave(members, 0)
+
+
 def member_rows(rows: torch.Tensor, members: int) -> torch.Tensor:
     """Cache rows of the given inputs (or beams) when each has ``members`` rows side by side."""
     if members == 1:
@@ -276,7 +282,7 @@ def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: i
     rows = ids.shape[0]
     if rows == 1 and draft_tokens > 0 and members == 1:
         return [greedy_lookup(lm, ids, mask, max_new_tokens, eos, banned, draft_tokens, memory)]
-    ids, mask = ids.repeat_interleave(members, 0), mask.repeat_interleave(members, 0)
+    ids, mask = per_member(ids, members), per_member(mask, members)
     cache = _new_cache(lm, len(ids), len(ids), _prompt_width(lm, ids), max_new_tokens, memory)
     logits, positions = _prefill(lm, ids, mask, cache)
     positions = positions[::members]  # an input's members share its positions
@@ -296,7 +302,7 @@ def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: i
         if len(keep) < len(alive):
             cache.select(member_rows(keep, members))
             alive, tokens, positions = alive[keep], tokens[keep], positions[keep]
-        logits = _step(lm, cache, tokens.repeat_interleave(members), positions.repeat_interleave(members))
+        logits = _step(lm, cache, per_member(tokens, members), per_member(positions, members))
         positions = positions + 1
     return outputs
 
@@ -352,7 +358,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
     runs in that many rows, one per ensemble member, and is scored by their mean probability."""
     n, beams, keep_k = ids.shape[0], num_beams, 2 * num_beams
     device = ids.device
-    ids, mask = ids.repeat_interleave(members, 0), mask.repeat_interleave(members, 0)
+    ids, mask = per_member(ids, members), per_member(mask, members)
     cache = _new_cache(lm, n * beams * members, len(ids), _prompt_width(lm, ids), max_new_tokens, memory)
     logits, positions = _prefill(lm, ids, mask, cache)
     positions = positions[::members]
@@ -403,8 +409,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
         positions = positions.view(len(alive), -1)[keep, :1].expand(-1, beams).reshape(-1)
         alive, running, running_scores = alive[keep], running[keep], running_scores[keep]
         finished, finished_scores, finished_done = finished[keep], finished_scores[keep], finished_done[keep]
-        logits = _step(lm, cache, running[:, :, -1].reshape(-1).repeat_interleave(members),
-                       positions.repeat_interleave(members))
+        logits = _step(lm, cache, per_member(running[:, :, -1].reshape(-1), members), per_member(positions, members))
         positions = positions + 1
     return results
 

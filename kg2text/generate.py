@@ -102,6 +102,9 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
     lm = TunedLM(backbone)
     control = torch.zeros(1, dtype=torch.long) if first.get("method") == "control" else None  # rows: the inputs'
     if ensemble:
+        if first["method"] not in PREFIX_METHODS:
+            raise UserError(f"--ensemble averages prefix runs ({', '.join(PREFIX_METHODS)}), not a {first['method']} "
+                            "run")
         members = [tensors[0], *(_ensemble_member(path, first, backbone) for path in ensemble)]
         stacks = [m if control is not None else m[None] for m in members]  # member k's stack at k * its size
         lm.use(first["method"], torch.cat(stacks), rows=torch.zeros(1, dtype=torch.long))
@@ -129,8 +132,6 @@ def _ensemble_member(path: Path, first: dict, backbone: Backbone) -> torch.Tenso
     input format, prefix shape (and a control run's categories), so that its rows decode the same prompts."""
     prefix, header = read_prefix(path)
     check_compatible(header, backbone, path)
-    if first["method"] not in PREFIX_METHODS:
-        raise UserError(f"--ensemble averages prefix runs ({', '.join(PREFIX_METHODS)}), not a {first['method']} run")
     facts = ("method", "format", "shape")
     mine, wanted = [header[f] for f in facts], [first[f] for f in facts]
     if mine != wanted or control_categories_of(header) != control_categories_of(first):
