@@ -57,7 +57,12 @@ class LoadedPrefix:
 
     lm: TunedLM
     headers: dict[str, dict]  # task name -> artifact header
-    members: int = 1  # an ensemble's runs (``load_for_generation``'s ``ensemble`` plus one), decoded side by side
+    ensemble: tuple[str, ...] = ()  # the runs decoded side by side with the one run (``load_for_generation``'s)
+
+    @property
+    def members(self) -> int:
+        """Prefixes that choose each token together: the run and its ensemble's."""
+        return 1 + len(self.ensemble)
 
     @property
     def backbone(self) -> Backbone:
@@ -108,7 +113,7 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
         members = [tensors[0], *(_ensemble_member(path, first, backbone) for path in ensemble)]
         stacks = [m if control is not None else m[None] for m in members]  # member k's stack at k * its size
         lm.use(first["method"], torch.cat(stacks), rows=torch.zeros(1, dtype=torch.long))
-        return LoadedPrefix(lm, headers, len(members))
+        return LoadedPrefix(lm, headers, tuple(str(path) for path in ensemble))
     if len(tensors) == 1:
         lm.use(first.get("method", "prefix"), tensors[0], control)
         return LoadedPrefix(lm, headers)

@@ -11,6 +11,8 @@
 * **Control prefixes**: a ``--method control`` run serves its categories' prefixes; a request's ``"category"``
   picks one for all its inputs (none, or one the run did not train: the general one; ``GET /info`` and the page
   list them).
+* **Ensembles**: ``--ensemble RUN`` decodes every request with the runs together; ``GET /info`` and the page name
+  them.
 * **Limits**: inputs per request, characters per input, a decoding timeout; a bad request is one 4xx with a
   message that names the field, and the others are served as usual. Prefixes are chosen at start-up only.
 * **Who may call**: 127.0.0.1 by default; with a token (``--token`` or ``KG2TEXT_TOKEN``) every API request
@@ -177,7 +179,8 @@ def create_app(verbalizer: Verbalizer, limits: ServeLimits = ServeLimits(), toke
         formats = verbalizer.loaded.formats
         return {"version": __version__, "backbone": verbalizer.loaded.header["backbone"],
                 "tasks": {task: {"format": fmt.name, "example": fmt.example} for task, fmt in formats.items()},
-                "categories": verbalizer.loaded.categories[1:], "decoding": asdict(verbalizer.decode),
+                "categories": verbalizer.loaded.categories[1:], "ensemble": list(verbalizer.loaded.ensemble),
+                "decoding": asdict(verbalizer.decode),
                 "limits": asdict(limits), "token_required": bool(token)}
 
     @app.post("/generate")

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from fastapi.testclient import TestClient
 
 from kg2text.api import Verbalizer
 from kg2text.artifact import read_prefix, write_prefix
@@ -14,6 +15,7 @@ from kg2text.errors import UserError
 from kg2text.generate import DecodeConfig, decode_prompts, generate_sentences, load_for_generation, newline_token_ids
 from kg2text.methods import build_tuner
 from kg2text.model import TunedLM
+from kg2text.serve import ServeLimits, create_app
 
 PROMPTS = [" | Harry Potter : education : Hogwarts | Harry Potter : house : Gryffindor <|endoftext|>",
            " | Alan Bean : nationality : United States <|endoftext|>",
@@ -144,7 +146,7 @@ def test_ensemble_refuses_runs_unlike_the_prefix_run_and_other_decoders(trained_
         generate_sentences(loaded, TRIPLES, DecodeConfig(num_beams=2, engine="hf"))
 
 
-def test_cli_generate_and_evaluate_take_ensemble_runs(trained_run, other_run, tmp_path, capsys):
+def test_cli_generate_evaluate_and_serve_take_ensemble_runs(trained_run, other_run, tmp_path, capsys):
     args = ["--num-beams", "2", "--max-new-tokens", "8", "--prefix", str(trained_run), "--ensemble", str(other_run)]
     assert main(["generate", *args, "Harry_Potter | education | Hogwarts"]) == 0
     printed = capsys.readouterr().out.strip()
@@ -152,6 +154,10 @@ def test_cli_generate_and_evaluate_take_ensemble_runs(trained_run, other_run, tm
     assert printed == generate_sentences(loaded, TRIPLES[:1], DecodeConfig(num_beams=2, max_new_tokens=8))[0]
     verbalizer = Verbalizer.load(trained_run, ensemble=[other_run], num_beams=2, max_new_tokens=8)
     assert verbalizer.loaded.members == 2 and verbalizer("Harry_Potter | education | Hogwarts") == printed
+    with TestClient(create_app(verbalizer, ServeLimits())) as client:
+        assert client.get("/info").json()["ensemble"] == [str(other_run)]
+        answer = client.post("/generate", json={"inputs": ["Harry_Potter | education | Hogwarts"]}).json()
+    assert answer["sentences"] == [printed]
     out = tmp_path / "eval"
     assert main(["evaluate", *args, "--limit", "3", "--output", str(out)]) == 0
     report = json.loads((out / "scores.json").read_text())

@@ -53,6 +53,7 @@ def test_generate_answers_what_the_cli_prints(client, trained_run, capsys):
     info = client.get("/info").json()
     assert info["backbone"] == "tiny-gpt2" and info["tasks"]["webnlg"]["format"] == "webnlg"
     assert info["decoding"]["num_beams"] == 1 and info["limits"]["max_inputs"] == 4 and info["categories"] == []
+    assert info["ensemble"] == []
     assert client.get("/health").json() == {"status": "ok"}
 
 
@@ -178,17 +179,19 @@ def test_sigterm_finishes_the_request_in_flight_then_refuses_new_ones(trained_ru
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
-@pytest.mark.parametrize("run_name", ["trained_run", "control_run"])
-def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(run_name, request, tmp_path):
+@pytest.mark.parametrize("run_name, with_itself", [("trained_run", False), ("control_run", False),
+                                                   ("trained_run", True)])
+def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(run_name, with_itself, request, tmp_path):
     """A plain prefix's page hides the category choice; a control run's lists its categories and sends the one
-    chosen."""
+    chosen; an ensemble's (the run with itself: the same sentence as the run alone) names its other run."""
     from playwright.sync_api import sync_playwright
 
     run = request.getfixturevalue(run_name)
     verbalizer = Verbalizer.load(run, **DECODE)
     category = verbalizer.loaded.categories[-1] if verbalizer.loaded.categories else ""
     port = _free_port()
-    server = _start_server(run, port, *[f"--{k.replace('_', '-')}={v}" for k, v in DECODE.items()])
+    ensemble = [f"--ensemble={run}"] if with_itself else []
+    server = _start_server(run, port, *[f"--{k.replace('_', '-')}={v}" for k, v in DECODE.items()], *ensemble)
     sent = []
     try:
         with sync_playwright() as playwright:
@@ -200,6 +203,7 @@ def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(run_n
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#task option", state="attached")
             shown = page.is_visible("#category-row")
+            loaded = page.inner_text("#loaded")
             if category:
                 page.select_option("#category", category)
             page.fill("#input", "Harry_Potter | education | Hogwarts")
@@ -216,6 +220,8 @@ def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(run_n
     assert [body["category"] for body in sent] == [category]
     assert sentence == verbalizer("Harry_Potter | education | Hogwarts", category=category)
     assert linearized == "model input: | Harry Potter : education : Hogwarts"
+    together = f", an ensemble of 2 prefixes (with {run})" if with_itself else ""
+    assert loaded == f"backbone tiny-gpt2, beam 1{together}"
     assert (tmp_path / "page.png").stat().st_size > 1000
 
 
