@@ -71,11 +71,16 @@ class Verbalizer:
         """One sentence per input, in order. With several tasks, ``task`` (or a dict's ``"task"``) picks the prefix;
         ``category`` a ``--method control`` run's WebNLG category for every input (default, or one it did not train:
         its general control prefix); ``decode`` overrides this call's decoding settings."""
-        if category and not self.loaded.categories:
-            raise UserError(f"category={category!r} chooses a control prefix; this Verbalizer's prefix has none")
+        self.check_category(category)
         parsed = self.parse(inputs, task)
         return generate_sentences(self.loaded, parsed, replace(self.decode, **decode),
                                   categories=[category] * len(parsed)) if parsed else []
+
+    def check_category(self, category: str) -> None:
+        """Refuse a category where the loaded prefix has no control prefixes to choose from (the API and serve)."""
+        if category and not self.loaded.categories:
+            raise UserError(f"category: {category!r} chooses a control prefix; the loaded prefix has none (only a "
+                            "--method control run has them)")
 
     def parse(self, inputs: Iterable[Input], task: str | None = None) -> list[UserInput]:
         """Inputs checked and parsed for their task's format; a bad one raises ``UserError`` naming its number."""

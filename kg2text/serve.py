@@ -192,9 +192,10 @@ def create_app(verbalizer: Verbalizer, limits: ServeLimits = ServeLimits(), toke
             if len(str(value)) > limits.max_input_chars:
                 return _error(413, f"inputs: input {number} has {len(str(value))} characters, more than the limit "
                                    f"of {limits.max_input_chars}")
-        if body.category and not verbalizer.loaded.categories:
-            return _error(400, f"category: {body.category!r} chooses a control prefix; the loaded prefix has none "
-                               "(only a --method control run has them)")
+        try:
+            verbalizer.check_category(body.category)
+        except UserError as err:
+            return _error(400, str(err))
         try:
             parsed = verbalizer.parse(body.inputs, body.task)
         except UserError as err:

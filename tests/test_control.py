@@ -176,7 +176,8 @@ def test_verbalizer_category_picks_that_control_prefix_and_is_refused_without_on
     assert verbalizer.loaded.lm.rows.tolist() == [0]  # no category: the general control prefix
     plain = Verbalizer(replace(verbalizer.loaded, headers={"x": {**verbalizer.loaded.header, "method": "prefix"}}),
                        decode)  # the same tensors, a header without categories
-    with pytest.raises(UserError, match="category='Food' chooses a control prefix; this Verbalizer's prefix has none"):
+    with pytest.raises(UserError, match=r"category: 'Food' chooses a control prefix; the loaded prefix has none "
+                                        r"\(only a --method control run has them\)"):
         plain.generate([record.items], category="Food")
 
 
