@@ -626,6 +626,26 @@ def test_readme_beam_choices_come_from_the_nbest_probe():
     assert gain["top"] > 0 > loss["top"] and gain["rerank"] > 0 > loss["rerank"]
 
 
+
+def test_readme_noisy_channel_probe_comes_from_its_table():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rows = (ROOT / "results/release/nbest/channel-20min.md").read_text().splitlines()
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows if row.startswith("| ") and "/" in row]
+    table = {c[0]: (c[1].split(" / ")[0], c[2].split(" / ")) for c in cells if not c[0].startswith("choice")}
+    rerank = table["rerank (`--rerank`: entities, then beam rank)"]
+    oracle = table["oracle (the candidate closest to the references)"]
+    best_on_dev = next(row for row in table if row[0].isdigit())  # the table lists the grid best-on-dev first
+    dev, test = table[best_on_dev]
+    weights = best_on_dev.split(" / ")
+    steps = next(line for line in rows if line.startswith("Reverse prefix")).split(": ")[1].split(" steps")[0]
+    assert (f"would score {oracle[0]} on the dev entries above and {' / '.join(oracle[1])} on the test slice") in readme
+    assert f"`--rerank` ({rerank[0]}; {' / '.join(rerank[1])})" in readme
+    assert f"20 minutes, {steps} steps on this Zen 4" in readme
+    assert (f"(channel {weights[0]}, direct {weights[1]}, rank {weights[2]}, no entity count) reach **{dev}** on dev "
+            f"({float(dev) - float(rerank[0]):+.2f} over `--rerank`) but {' / '.join(test)} on the test slice, "
+            f"{float(test[0]) - float(rerank[1][0]):+.2f} BLEU-A and {float(test[2]) - float(rerank[1][2]):+.2f} "
+            "unseen over `--rerank`") in readme
+
 def _assert_sixty_minute_variant(report: dict, readme: str, key: str, rows: str) -> tuple[dict, dict]:
     """A 60-minute variant of the shipped prefix's recipe as the README states it: its full-test BLEU and the gains
     over the shipped prefix, plain and with --rerank; returns both gains."""
