@@ -57,7 +57,7 @@ class LoadedPrefix:
 
     lm: TunedLM
     headers: dict[str, dict]  # task name -> artifact header
-    ensemble: tuple[str, ...] = ()  # the runs decoded side by side with the one run (``load_for_generation``'s)
+    ensemble: tuple[str, ...] = ()  # names (folders) of the runs decoded side by side with the one run
 
     @property
     def members(self) -> int:
@@ -113,7 +113,7 @@ def load_for_generation(runs: Path | dict[str, Path], backbone: Backbone | None 
         members = [tensors[0], *(_ensemble_member(path, first, backbone) for path in ensemble)]
         stacks = [m if control is not None else m[None] for m in members]  # member k's stack at k * its size
         lm.use(first["method"], torch.cat(stacks), rows=torch.zeros(1, dtype=torch.long))
-        return LoadedPrefix(lm, headers, tuple(str(path) for path in ensemble))
+        return LoadedPrefix(lm, headers, tuple(Path(path).name for path in ensemble))
     if len(tensors) == 1:
         lm.use(first.get("method", "prefix"), tensors[0], control)
         return LoadedPrefix(lm, headers)

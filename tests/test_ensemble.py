@@ -155,7 +155,7 @@ def test_cli_generate_evaluate_and_serve_take_ensemble_runs(trained_run, other_r
     verbalizer = Verbalizer.load(trained_run, ensemble=[other_run], num_beams=2, max_new_tokens=8)
     assert verbalizer.loaded.members == 2 and verbalizer("Harry_Potter | education | Hogwarts") == printed
     with TestClient(create_app(verbalizer, ServeLimits())) as client:
-        assert client.get("/info").json()["ensemble"] == [str(other_run)]
+        assert client.get("/info").json()["ensemble"] == [other_run.name]  # no server paths
         answer = client.post("/generate", json={"inputs": ["Harry_Potter | education | Hogwarts"]}).json()
     assert answer["sentences"] == [printed]
     out = tmp_path / "eval"

@@ -220,7 +220,7 @@ def test_the_page_in_a_real_browser_shows_the_sentence_and_the_model_input(run_n
     assert [body["category"] for body in sent] == [category]
     assert sentence == verbalizer("Harry_Potter | education | Hogwarts", category=category)
     assert linearized == "model input: | Harry Potter : education : Hogwarts"
-    together = f", an ensemble of 2 prefixes (with {run})" if with_itself else ""
+    together = f", an ensemble of 2 prefixes (with {run.name})" if with_itself else ""
     assert loaded == f"backbone tiny-gpt2, beam 1{together}"
     assert (tmp_path / "page.png").stat().st_size > 1000
 
