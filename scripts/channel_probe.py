@@ -15,6 +15,7 @@ rank. Weights are chosen on dev, then read on test. A probe, not a feature: noth
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 from dataclasses import replace
@@ -25,6 +26,7 @@ import torch
 
 import kg2text.batching as batching
 from kg2text.artifact import atomic_write_text
+from kg2text.backbones import Backbone, load_backbone
 from kg2text.data import Record, evenly_spaced, read_records
 from kg2text.generate import load_for_generation
 from kg2text.hardware import cpu_info
@@ -61,10 +63,16 @@ def train_reverse(output: Path, minutes: float) -> None:
         batching.encode_examples = forward
 
 
+@functools.cache
+def smollm2() -> Backbone:
+    """One backbone for both prefixes and both splits (each scoring pass sets its own prefix)."""
+    return load_backbone("smollm2-135m")
+
+
 @torch.no_grad()
 def log_probs(run: Path, pairs: list[tuple[str, str]], batch_size: int = 32) -> list[float]:
     """log P(target | source) of each (source, target) under ``run``'s prefix, fp32, the LM head on targets only."""
-    lm = load_for_generation(run).lm
+    lm = load_for_generation(run, backbone=smollm2()).lm
     backbone = lm.backbone
     tokenizer, head = backbone.tokenizer, backbone.model.get_output_embeddings()
     encoded = [(tokenizer(model_prompt(source, backbone.separator), add_special_tokens=False)["input_ids"],
