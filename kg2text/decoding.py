@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from kg2text import llama_forward
+from kg2text.hardware import PACKED_KERNEL_MAX_ROWS, ScreenedHead
 from kg2text.model import TunedLM
 from kg2text.prefix import PrefixShape, grouped_attention
 
@@ -196,8 +197,9 @@ def _new_cache(lm: TunedLM, capacity: int, rows: int, prompt_width: int, max_new
 
 def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, every_position: bool = False,
              rows: slice | None = None, start: int | None = None) -> torch.Tensor:
-    """One forward through the cache (``KVCache.begin``'s ``rows`` and ``start``); returns the next-token logits
-    (fp32) of each row's last position (or of every position fed)."""
+    """One forward through the cache (``KVCache.begin``'s ``rows`` and ``start``); returns the last layer's normed
+    hidden states of each row's last position ``(rows, d)`` (or of every position fed), for ``_logits`` or
+    ``_greedy_tokens``."""
     model = lm.backbone.model
     lm.injector.cache = cache
     cache.begin(mask, rows, start)
@@ -207,23 +209,40 @@ def _forward(lm: TunedLM, cache: KVCache, inputs: dict, mask: torch.Tensor, ever
     finally:
         cache.end()
         lm.injector.cache = None
-    return model.get_output_embeddings()(hidden if every_position else hidden[:, -1]).float()
+    return hidden if every_position else hidden[:, -1]
+
+
+def _logits(lm: TunedLM, hidden: torch.Tensor) -> torch.Tensor:
+    """Next-token logits (fp32) of ``_forward``'s hidden states."""
+    return lm.backbone.model.get_output_embeddings()(hidden).float()
+
+
+def _greedy_tokens(lm: TunedLM, hidden: torch.Tensor, banned: torch.Tensor, members: int = 1) -> torch.Tensor:
+    """Greedy's next token of each input (``hidden``: ``(inputs * members, d)``, see ``ensemble_logits``): at a few
+    rows through the fp32 head's fp16 screen where it has one (``hardware.ScreenedHead``), else from all logits."""
+    head = lm.backbone.model.get_output_embeddings()
+    if members == 1 and isinstance(head, ScreenedHead) and len(hidden) < PACKED_KERNEL_MAX_ROWS:
+        return head.argmax(hidden, banned)
+    logits = ensemble_logits(_logits(lm, hidden), members)
+    logits[:, banned] = -float("inf")
+    return logits.argmax(-1)
 
 
 def _prefill(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the (left-padded) prompts; returns their next-token logits and each row's next position.
+    """Run the (left-padded) prompts; returns their last positions' hidden states (``_forward``'s) and each row's
+    next position.
 
     Rows run in chunks where that saves padding (``prefill_chunks``), each chunk padded to its own longest
     prompt and written into the cache right-aligned with the others, so the steps see one batch."""
-    first, logits, positions = cache.used, [], []
+    first, hidden, positions = cache.used, [], []
     for rows, width in prefill_chunks(mask, PREFILL_CHUNK_ROWS):
         inputs = lm.model_inputs(ids[rows, -width:], mask[rows, -width:])
         chunk_mask = inputs.pop("attention_mask")
         start = first + ids.shape[1] - width
         cache.pad(rows, first, start)
-        logits.append(_forward(lm, cache, inputs, chunk_mask, rows=rows, start=start))
+        hidden.append(_forward(lm, cache, inputs, chunk_mask, rows=rows, start=start))
         positions.append(inputs["position_ids"][:, -1] + 1)
-    return torch.cat(logits), torch.cat(positions)
+    return torch.cat(hidden), torch.cat(positions)
 
 
 def prefill_chunks(mask: torch.Tensor, chunk_rows: int) -> list[tuple[slice, int]]:
@@ -284,14 +303,12 @@ def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: i
         return [greedy_lookup(lm, ids, mask, max_new_tokens, eos, banned, draft_tokens, memory)]
     ids, mask = per_member(ids, members), per_member(mask, members)
     cache = _new_cache(lm, len(ids), len(ids), _prompt_width(lm, ids), max_new_tokens, memory)
-    logits, positions = _prefill(lm, ids, mask, cache)
+    hidden, positions = _prefill(lm, ids, mask, cache)
     positions = positions[::members]  # an input's members share its positions
     outputs: list[list[int]] = [[] for _ in range(rows)]
     alive = torch.arange(rows, device=ids.device)
     for step in range(max_new_tokens):
-        logits = ensemble_logits(logits, members)
-        logits[:, banned] = -float("inf")
-        tokens = logits.argmax(-1)
+        tokens = _greedy_tokens(lm, hidden, banned, members)
         finished = tokens == eos
         for row, token, done in zip(alive.tolist(), tokens.tolist(), finished.tolist(), strict=True):
             if not done:
@@ -302,7 +319,7 @@ def greedy(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: i
         if len(keep) < len(alive):
             cache.select(member_rows(keep, members))
             alive, tokens, positions = alive[keep], tokens[keep], positions[keep]
-        logits = _step(lm, cache, per_member(tokens, members), per_member(positions, members))
+        hidden = _step(lm, cache, per_member(tokens, members), per_member(positions, members))
         positions = positions + 1
     return outputs
 
@@ -329,18 +346,16 @@ def greedy_lookup(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, max_new_to
     and by per-forward overhead, both the same for one token as for nine: every accepted draft is a forward saved.
     """
     cache = _new_cache(lm, 1, 1, _prompt_width(lm, ids), max_new_tokens, memory)
-    logits, positions = _prefill(lm, ids, mask, cache)
+    hidden, positions = _prefill(lm, ids, mask, cache)
     prompt, position = ids[0][mask[0].bool()].tolist(), int(positions[0])
-    logits[:, banned] = -float("inf")
-    output = [int(logits.argmax(-1))]
+    output = [int(_greedy_tokens(lm, hidden, banned))]
     while output[-1] != eos and len(output) < max_new_tokens:
         draft = lookup_draft(prompt + output, min(draft_tokens, max_new_tokens - len(output) - 1))
         fed = torch.tensor([output[-1:] + draft], device=ids.device)
         places = (position + torch.arange(fed.shape[1], device=ids.device))[None]
-        logits = _forward(lm, cache, {"input_ids": fed, "position_ids": places}, torch.ones_like(fed),
+        hidden = _forward(lm, cache, {"input_ids": fed, "position_ids": places}, torch.ones_like(fed),
                           every_position=True)[0]
-        logits[:, banned] = -float("inf")
-        for index, token in enumerate(logits.argmax(-1).tolist()):
+        for index, token in enumerate(_greedy_tokens(lm, hidden, banned).tolist()):
             output.append(token)
             if token == eos or len(output) == max_new_tokens or index == len(draft) or draft[index] != token:
                 break
@@ -360,7 +375,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
     device = ids.device
     ids, mask = per_member(ids, members), per_member(mask, members)
     cache = _new_cache(lm, n * beams * members, len(ids), _prompt_width(lm, ids), max_new_tokens, memory)
-    logits, positions = _prefill(lm, ids, mask, cache)
+    hidden, positions = _prefill(lm, ids, mask, cache)
     positions = positions[::members]
     prompt_end = cache.used  # token slots before this hold the prompt, the same for all beams of an input
     running_scores = torch.zeros(n, 1, device=device)  # one live beam per input until the first step
@@ -372,7 +387,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
     alive = torch.arange(n, device=device)
     for step in range(max_new_tokens):
         live = running_scores.shape[1]
-        log_probs = F.log_softmax(ensemble_logits(logits, members), dim=-1)
+        log_probs = F.log_softmax(ensemble_logits(_logits(lm, hidden), members), dim=-1)
         log_probs[:, banned] = -float("inf")
         vocab = log_probs.shape[-1]
         total = (log_probs.view(len(alive), live, vocab) + running_scores[:, :, None]).view(len(alive), -1)
@@ -409,7 +424,7 @@ def beam_search(lm: TunedLM, ids: torch.Tensor, mask: torch.Tensor, num_beams: i
         positions = positions.view(len(alive), -1)[keep, :1].expand(-1, beams).reshape(-1)
         alive, running, running_scores = alive[keep], running[keep], running_scores[keep]
         finished, finished_scores, finished_done = finished[keep], finished_scores[keep], finished_done[keep]
-        logits = _step(lm, cache, per_member(running[:, :, -1].reshape(-1), members), per_member(positions, members))
+        hidden = _step(lm, cache, per_member(running[:, :, -1].reshape(-1), members), per_member(positions, members))
         positions = positions + 1
     return results
 

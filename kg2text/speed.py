@@ -33,6 +33,7 @@ from kg2text.hardware import (
     INT4_GROUP,
     Float16Linear,
     OneDnnLinear,
+    ScreenedHead,
     cpu_info,
     gemm_gflops,
     linear_shapes,
@@ -89,11 +90,13 @@ def _peft_decoder(run: Path, backbone_name: str, length: int) -> tuple[Decoder, 
 @dataclass
 class Work:
     """What one decode computed: ``tokens`` fed through the transformer layers (rows x positions, padding included),
-    ``head_rows`` scored by the LM head, ``forwards`` of the model (each reads every weight once)."""
+    ``head_rows`` scored by the LM head, ``forwards`` of the model (each reads every weight once), ``screened`` of
+    them through the head's fp16 screen (``hardware.ScreenedHead``: half the head's bytes)."""
 
     tokens: int = 0
     head_rows: int = 0
     forwards: int = 0
+    screened: int = 0
 
 
 def final_norm(model: torch.nn.Module) -> torch.nn.Module:
@@ -108,7 +111,8 @@ def final_norm(model: torch.nn.Module) -> torch.nn.Module:
 @contextlib.contextmanager
 def counting_work(model: torch.nn.Module) -> Iterator[Work]:
     """Count a transformers causal LM's ``Work`` while the block runs, whoever drives it (kg2text's loop,
-    ``generate``, PEFT): hooks on its final norm (``final_norm``) and its LM head, removed afterwards."""
+    ``generate``, PEFT): hooks on its final norm (``final_norm``) and its LM head (and the head's fp16 screen),
+    removed afterwards."""
     work = Work()
 
     def on_norm(_module, args: tuple) -> None:
@@ -118,8 +122,14 @@ def counting_work(model: torch.nn.Module) -> Iterator[Work]:
     def on_head(_module, args: tuple) -> None:
         work.head_rows += args[0].numel() // args[0].shape[-1]
 
-    handles = [final_norm(model).register_forward_pre_hook(on_norm),
-               model.get_output_embeddings().register_forward_pre_hook(on_head)]
+    def on_screen(module, args: tuple) -> None:
+        on_head(module, args)
+        work.screened += 1
+
+    head = model.get_output_embeddings()
+    handles = [final_norm(model).register_forward_pre_hook(on_norm), head.register_forward_pre_hook(on_head)]
+    if isinstance(head, ScreenedHead):
+        handles.append(head.screen.register_forward_pre_hook(on_screen))
     try:
         yield work
     finally:
@@ -268,7 +278,8 @@ def decoding_rates(work: dict, backbone: Backbone) -> dict:
         for name, done in by.items():
             layer_bytes, head_bytes = WEIGHT_BYTES[name]
             flops = 2 * layers * done["tokens"] + 2 * head * done["head_rows"]
-            streamed = done["forwards"] * (layers * layer_bytes + head * head_bytes)
+            streamed = done["forwards"] * layers * layer_bytes + head * (
+                (done["forwards"] - done["screened"]) * head_bytes + done["screened"] * 2)  # fp16's 2 bytes
             rates[setting][name] = {**done, "gflops": flops / done["seconds"] / 1e9,
                                     "weights_gbps": streamed / done["seconds"] / 1e9}
     return rates

@@ -7,7 +7,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from kg2text import llama_forward
 from kg2text.backbones import load_backbone
-from kg2text.decoding import _forward, _new_cache
+from kg2text.decoding import _forward, _logits, _new_cache
 from kg2text.generate import DecodeConfig, decode_prompts
 from kg2text.hardware import PACKED_KERNEL_MAX_ROWS, Float16Linear, OneDnnLinear, prepare_for_decoding
 from kg2text.model import TunedLM
@@ -44,9 +44,10 @@ def _logits_both_ways(lm: TunedLM, monkeypatch, rows: int) -> tuple[list[torch.T
         inputs = lm.model_inputs(ids, mask)
         prefill_mask = inputs.pop("attention_mask")
         cache = _new_cache(lm, rows, rows, ids.shape[1], 1, None)  # with the prefix in its first slots
-        prefill = _forward(lm, cache, inputs, prefill_mask, every_position=True)
+        prefill = _logits(lm, _forward(lm, cache, inputs, prefill_mask, every_position=True))
         step_inputs = {"input_ids": torch.tensor([[7], [9]])[:rows], "position_ids": inputs["position_ids"][:, -1:] + 1}
-        results.append([prefill, _forward(lm, cache, step_inputs, torch.ones(rows, 1, dtype=torch.long))])
+        step = _forward(lm, cache, step_inputs, torch.ones(rows, 1, dtype=torch.long))
+        results.append([prefill, _logits(lm, step)])
     return results[0], results[1]
 
 
@@ -92,3 +93,22 @@ def test_decoding_with_the_lean_forward_gives_the_same_tokens_as_without(method,
     monkeypatch.setattr(llama_forward, "supports", lambda _model: False)
     assert decode_prompts(lm, PROMPTS, decode) == lean
     assert len(set(lean)) == len(PROMPTS)
+
+
+def test_greedy_through_the_heads_fp16_screen_gives_the_tokens_of_all_fp32_logits(monkeypatch):
+    from kg2text.hardware import ScreenedHead
+
+    backbone = load_backbone("tiny-llama")
+    prepare_for_decoding(backbone.model, "float32")
+    head = backbone.model.get_output_embeddings()
+    assert isinstance(head, ScreenedHead)
+    lm = tuned(backbone, "prefix")
+    screened_calls = []
+    real_argmax = ScreenedHead.argmax
+    monkeypatch.setattr(ScreenedHead, "argmax", lambda *a: screened_calls.append(1) or real_argmax(*a))
+    configs = [DecodeConfig(num_beams=1, max_new_tokens=12, batch_size=b) for b in (1, 3)]  # 1: prompt lookup
+    screened = [decode_prompts(lm, PROMPTS, config) for config in configs]
+    assert len(screened_calls) > 2 * len(PROMPTS)
+    backbone.model.lm_head = head.head  # the fp32 head alone: every step's full logits
+    assert [decode_prompts(lm, PROMPTS, config) for config in configs] == screened
+    assert len({s for run in screened for s in run}) == len(PROMPTS)

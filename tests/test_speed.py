@@ -136,6 +136,39 @@ def test_float16_linear_multiplies_fp32_rows_by_its_fp16_rounded_weights(rows, o
         assert torch.allclose(out, torch.nn.functional.linear(x, rounded, layer.bias), atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 4])
+def test_screened_head_picks_fp32s_greedy_token_from_few_fp32_rows(rows):
+    """The fp16 screen leaves a handful of candidates, and the token is full fp32 logits' argmax, near ties too."""
+    from kg2text.hardware import ScreenedHead
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 5000, bias=False).requires_grad_(False)
+    screened = ScreenedHead(head, head.weight)
+    assert screened.weight is head.weight  # no copy of the fp32 weights
+    x = torch.randn(rows, 64) * 3
+    logits = head(x)
+    top2 = logits.topk(2).indices
+    x_tie = x.clone()  # a near tie: the best two tokens' fp32 logits 1e-4 apart, far inside fp16's error
+    banned = torch.tensor([int(top2[0, 0])])
+    for probe, ban in ((x, torch.tensor([], dtype=torch.long)), (x, banned)):
+        full = head(probe)
+        full[:, ban] = -float("inf")
+        assert screened.argmax(probe, ban).tolist() == full.argmax(1).tolist()
+        left = screened.candidates(probe, ban)
+        assert (left.sum(1) >= 1).all() and left.sum() <= 10 * rows  # a few fp32 rows to read, not 5,000
+        assert not left[:, ban].any()
+    w = head.weight
+    for row in range(rows):  # move x along (w_a - w_b) until the two logits differ by 1e-4
+        a, b = top2[row].tolist()
+        d = w[a] - w[b]
+        x_tie[row] -= d * ((logits[row, a] - logits[row, b] - 1e-4) / d.dot(d))
+    full = head(x_tie)
+    assert (full.topk(2).values[:, 0] - full.topk(2).values[:, 1]).max() < 1e-3
+    assert screened.candidates(x_tie, torch.tensor([], dtype=torch.long)).gather(1, top2).all()  # both kept
+    assert screened.argmax(x_tie, torch.tensor([], dtype=torch.long)).tolist() == full.argmax(1).tolist()
+    assert screened(x).equal(logits)  # its forward: the fp32 head's full logits, as before
+
+
 def test_float16_backbone_decodes_as_fp32_with_its_weights_rounded_to_fp16(trained_run, monkeypatch):
     from kg2text.errors import UserError
     from kg2text.hardware import Float16Linear, _linear_layers
@@ -350,8 +383,9 @@ def test_onednn_linear_multiplies_as_torch_does():
 
 @pytest.mark.parametrize("onednn_faster", [True, False])
 def test_fp32_decoding_multiplies_through_onednn_where_measured_faster(trained_run, measured_kernels, onednn_faster):
-    """fp32 decoding replaces every linear layer (the LM head too) by ``OneDnnLinear`` where oneDNN's matmul was
-    measured faster at 8 rows, once per process; the sentences are those of torch's matmuls."""
+    """fp32 decoding replaces every linear layer (the LM head too, inside its ``ScreenedHead``) by ``OneDnnLinear``
+    where oneDNN's matmul was measured faster at 8 rows, once per process; the sentences are those of torch's
+    matmuls."""
     from kg2text.hardware import OneDnnLinear
 
     measured, speeds = measured_kernels
@@ -363,7 +397,7 @@ def test_fp32_decoding_multiplies_through_onednn_where_measured_faster(trained_r
         model = loaded.backbone.model
         replaced = [m for m in model.modules() if isinstance(m, OneDnnLinear)]
         assert len(replaced) == (4 * model.config.n_layer + 1 if onednn_faster else 0)
-        assert isinstance(model.get_output_embeddings(), OneDnnLinear) == onednn_faster
+        assert isinstance(model.get_output_embeddings().head, OneDnnLinear) == onednn_faster  # under its fp16 screen
     plain = load_for_generation(trained_run, onednn=False)
     assert not any(isinstance(m, OneDnnLinear) for m in plain.backbone.model.modules())
     assert len(measured) == 6  # nothing measured for it
@@ -467,11 +501,15 @@ def test_decoding_rates_count_two_flops_per_weight_and_the_bytes_of_each_format(
     model = tiny_gpt2.model
     head = model.get_output_embeddings().weight.numel()
     layers = sum(p.numel() for p in model.parameters()) - head  # GPT-2 ties its head to the input embedding
-    done = {"tokens": 100, "head_rows": 10, "forwards": 4, "seconds": 0.5}
-    rates = decoding_rates({"b1-greedy": {"kg2text": done, "kg2text_int4": done}}, tiny_gpt2)["b1-greedy"]
+    done = {"tokens": 100, "head_rows": 10, "forwards": 4, "screened": 0, "seconds": 0.5}
+    screened = {**done, "screened": 3}  # 3 of the 4 forwards through the fp16 screen: 2 bytes a head weight
+    rates = decoding_rates({"b1-greedy": {"kg2text": done, "kg2text_int4": done, "baseline": screened}},
+                           tiny_gpt2)["b1-greedy"]
     assert rates["kg2text"]["gflops"] == pytest.approx((2 * layers * 100 + 2 * head * 10) / 0.5 / 1e9)
     assert rates["kg2text"]["weights_gbps"] == pytest.approx(4 * 4 * (layers + head) / 0.5 / 1e9)
     assert rates["kg2text_int4"]["weights_gbps"] == pytest.approx(4 * (0.625 * layers + head) / 0.5 / 1e9)
+    assert rates["baseline"]["weights_gbps"] == pytest.approx((4 * 4 * layers + 4 * head + 3 * 2 * head) / 0.5 / 1e9)
+    assert rates["baseline"]["gflops"] == rates["kg2text"]["gflops"]
     assert rates["kg2text_int4"]["tokens"] == 100
 
 
