@@ -358,16 +358,26 @@ class ScreenedHead(torch.nn.Module):
     logits from the fp32 weights, whose largest is greedy's token. The bound for token ``j`` and row ``x`` is
     ``|x| * (|W_j - fp16(W_j)| + 2**-10 * |W_j|)`` (Cauchy-Schwarz over the weight's rounding, plus the rounding of
     ``x`` to fp16 and both sums' fp32 rounding, with room to spare), so the token is fp32's: up to the rounding of a
-    product over the candidates against one over the whole vocabulary, as between a one-row and a many-row matmul."""
+    product over the candidates against one over the whole vocabulary, as between a one-row and a many-row matmul.
+    The screen (half the head's bytes again) is made at its first use, so a process that only runs beam search
+    never pays for it."""
 
     def __init__(self, head: torch.nn.Module, weight: torch.Tensor):
         super().__init__()
         self.head = head
         # (vocab, d): the model's own fp32 weight (the input embedding where tied: one parameter, no copy)
         self.weight = weight if weight.dtype == torch.float32 else weight.detach().float()
-        rounded = self.weight.to(torch.float16).float()
-        self.slack = (self.weight - rounded).norm(dim=1) + 2.0**-10 * self.weight.norm(dim=1)
-        self.screen = Float16Product(rounded)
+        self._screen: Float16Product | None = None
+        self._slack: torch.Tensor | None = None
+
+    @property
+    def screen(self) -> Float16Product:
+        """The fp16 product that screens the vocabulary (made here at its first use)."""
+        if self._screen is None:
+            rounded = self.weight.detach().to(torch.float16).float()
+            self._slack = (self.weight.detach() - rounded).norm(dim=1) + 2.0**-10 * self.weight.detach().norm(dim=1)
+            self._screen = Float16Product(rounded)
+        return self._screen
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
@@ -377,7 +387,7 @@ class ScreenedHead(torch.nn.Module):
         of ``x`` ``(rows, d)``, fp32; ``banned`` tokens never."""
         screened = self.screen(x)
         screened[:, banned] = -float("inf")
-        bound = x.norm(dim=1, keepdim=True) * self.slack
+        bound = x.norm(dim=1, keepdim=True) * self._slack
         return screened + bound >= (screened - bound).amax(1, keepdim=True)
 
     def argmax(self, x: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:

@@ -365,8 +365,9 @@ def limits_markdown(data: dict) -> str:
     forwards = ", ".join(f"{n} {by_name['forwards'] / data['batch1_inputs']:.1f}"
                          for n, by_name in data["decoding_work"]["b1-greedy"].items())
     return f"""How close decoding runs to this machine's limits (the last repeat's work). One row streams every weight
-from memory once per forward, so batch 1 is given in GB/s of weights read (fp32 4 bytes a weight, bf16/fp16 2, int8
-1, int4 0.625 with its head int8) against this machine's memory read rate, **{data['memory_read_gbps']:.1f} GB/s**
+from memory once per forward, so batch 1 is given in GB/s of weights read (fp32 4 bytes a weight, its LM head 2 where
+greedy's token comes through the head's fp16 screen, bf16/fp16 2, int8 1, int4 0.625 with its head int8) against
+this machine's memory read rate, **{data['memory_read_gbps']:.1f} GB/s**
 (`torch.sum` over 512 MB, 2 threads); batch 32 in GFLOP/s (2 per weight of the transformer layers per token fed,
 padding included, and of the LM head per row scored; attention not counted) against the fp32 GEMM ceiling at 32
 rows for greedy ({ceiling[32]:.0f}) and at 640 for beam search's 160 rows ({ceiling[640]:.0f}):
@@ -410,11 +411,11 @@ split ({data['batch1_inputs']} of them at batch 1), at most {data['max_new_token
 {data['repeats']} alternated repeats. Date: {data['date']}.
 
 Sentences per second. `kg2text`: our decoding loop, fp32 (the reference; its matmuls {data['fp32_linear']}'s,
-measured the faster here); `baseline`: transformers' `generate` with kg2text's prefix hook and torch's matmuls,
-i.e. kg2text before its own loop (`--decoder hf`); `peft`: the same
-prefix exported to PEFT and decoded by PEFT, checked to be applied; `kg2text_bf16` / `kg2text_fp16` /
-`kg2text_int8` / `kg2text_int4`: our loop with the backbone in bf16 / fp16 weights / int8 / int4 (`--dtype`), which
-change the numbers (BLEU below).
+measured the faster here; greedy's token below 16 rows through the LM head's fp16 screen, fp32's token);
+`baseline`: transformers' `generate` with kg2text's prefix hook and torch's matmuls, i.e. kg2text before its own
+loop (`--decoder hf`); `peft`: the same prefix exported to PEFT and decoded by PEFT, checked to be applied;
+`kg2text_bf16` / `kg2text_fp16` / `kg2text_int8` / `kg2text_int4`: our loop with the backbone in bf16 / fp16
+weights / int8 / int4 (`--dtype`), which change the numbers (BLEU below).
 
 | setting | {' | '.join(names)} | kg2text / baseline | kg2text / PEFT | fastest kg2text / baseline / PEFT |
 |---|{'---:|' * len(names)}---:|---:|---|

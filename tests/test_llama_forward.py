@@ -103,6 +103,8 @@ def test_greedy_through_the_heads_fp16_screen_gives_the_tokens_of_all_fp32_logit
     head = backbone.model.get_output_embeddings()
     assert isinstance(head, ScreenedHead)
     lm = tuned(backbone, "prefix")
+    decode_prompts(lm, PROMPTS, DecodeConfig(num_beams=3, max_new_tokens=4, batch_size=3))
+    assert head._screen is None  # beam search needs every logit: the fp16 copy is never made
     screened_calls = []
     real_argmax = ScreenedHead.argmax
     monkeypatch.setattr(ScreenedHead, "argmax", lambda *a: screened_calls.append(1) or real_argmax(*a))

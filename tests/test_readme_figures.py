@@ -496,6 +496,27 @@ def test_readme_decoding_ab_comes_from_its_runs(name, runs):
     assert f"medians {rates['new']:.3f} against {rates['old']:.3f}" in readme
 
 
+def test_readme_screened_head_ab_comes_from_its_runs():
+    """The fp16 screen's gains are the medians of the two runs in its results file (b1-greedy, then b32-greedy),
+    each run with the same sentences on both sides."""
+    import statistics
+
+    text = (ROOT / "results/speed/ab_decode_screened_head.txt").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    runs = [part.splitlines() for part in text.split("# bash scripts/ab_decode.sh")[1:]]
+    assert [run[0].split()[2:4] for run in runs] == [["float32", "b1-greedy"], ["float32", "b32-greedy"]]
+    medians = []
+    for run, repeats in zip(runs, (5, 3), strict=True):
+        lines = [line.split() for line in run if line.startswith("ab: repeat")]
+        assert len(lines) == 2 * repeats and len({r[7] for r in lines}) == 1
+        medians.append({side: statistics.median(float(r[4]) for r in lines if r[3] == side) for side in ("old", "new")})
+    (b1, b32) = medians
+    assert (f"One-row greedy in fp32 **{b1['new'] / b1['old']:.2f}×** the sentences/s of the version before, the same "
+            f"sentences (`bash scripts/ab_decode.sh 471ab68 7b1a726 float32 b1-greedy 5`, medians {b1['new']:.3f} "
+            f"against {b1['old']:.3f}), batch-32 greedy {b32['new'] / b32['old']:.2f}× (`... b32-greedy 3`, "
+            f"{b32['new']:.3f} against {b32['old']:.3f}") in readme
+
+
 def test_readme_fp32_training_through_onednn_figures_come_from_their_runs():
     """The side-by-side gain is the medians' ratio in its results file; the matmuls' share is the profile's."""
     import re
@@ -644,6 +665,20 @@ def test_readme_noisy_channel_probe_comes_from_its_table():
             f"({float(dev) - float(rerank[0]):+.2f} over `--rerank`) but {' / '.join(test)} on the test slice, "
             f"{float(test[0]) - float(rerank[1][0]):+.2f} BLEU-A and {float(test[2]) - float(rerank[1][2]):+.2f} "
             "unseen over `--rerank`") in readme
+
+
+def test_readme_coverage_probe_comes_from_its_table():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rows = (ROOT / "results/release/coverage/coverage-30min.md").read_text().splitlines()
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows if row.startswith("| ") and "%" in row]
+    (anchor, steps_a, bleu_a, _, cov_a), (seed2, steps_b, bleu_b, _, cov_b), (ours, steps, bleu, _, cov) = cells
+    assert anchor.endswith("(explore/p40-30min)") and seed2.endswith("(explore/p40-30min-seed2)")
+    assert ours == "each entry's most faithful"
+    assert "13,169 training references" in rows[2]
+    assert (f"the shipped prefix's recipe for 30 minutes ({steps} steps) names {cov} of the test slice's entities "
+            f"against {cov_a} and {cov_b} for the same recipe on all references (two seeds, {steps_a} and {steps_b} "
+            f"steps), and scores {bleu} against {bleu_a} and {bleu_b}: no gain in BLEU") in readme
+    assert float(bleu.split(" / ")[0]) < max(float(bleu_a.split(" / ")[0]), float(bleu_b.split(" / ")[0]))
 
 
 def _assert_sixty_minute_variant(report: dict, readme: str, key: str, rows: str) -> tuple[dict, dict]:
