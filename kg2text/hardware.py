@@ -352,7 +352,7 @@ class ScreenedHead(torch.nn.Module):
     fp32 weights (``argmax``).
 
     Why: one-row decoding is bound by reading weights, and the head is a fifth of SmolLM2's; through oneDNN its fp32
-    product took 5.2 ms at one row on an AMD EPYC Zen 4, FBGEMM's fp16-weight product 1.3 (4 rows: 3.7 and 1.8).
+    product took 5.6 ms at one row on an AMD EPYC Zen 4, FBGEMM's fp16-weight product 1.8 (results/speed/gemv_probe.md).
     The fp16 logits (``screen``) screen the vocabulary: a token is a candidate unless its fp16 logit plus its error
     bound is below another token's fp16 logit minus that one's bound; the candidates (one to a few) then get fp32
     logits from the fp32 weights, whose largest is greedy's token. The bound for token ``j`` and row ``x`` is

@@ -515,6 +515,11 @@ def test_readme_screened_head_ab_comes_from_its_runs():
             f"sentences (`bash scripts/ab_decode.sh 471ab68 7b1a726 float32 b1-greedy 5`, medians {b1['new']:.3f} "
             f"against {b1['old']:.3f}), batch-32 greedy {b32['new'] / b32['old']:.2f}× (`... b32-greedy 3`, "
             f"{b32['new']:.3f} against {b32['old']:.3f}") in readme
+    zen4 = (ROOT / "results/speed/gemv_probe.md").read_text().split("## AMD EPYC Zen 1")[0]
+    head = next(line for line in zen4.splitlines() if line.startswith("| 49152x576 |")).split("|")
+    onednn, fp16 = (float(head[column].split(" us")[0].replace(",", "")) for column in (3, 5))
+    assert (f"FBGEMM's fp16-weight product of one row took {fp16 / 1000:.1f} ms where oneDNN's fp32 one took "
+            f"{onednn / 1000:.1f} on this Zen 4") in readme
 
 
 def test_readme_fp32_training_through_onednn_figures_come_from_their_runs():
