@@ -970,3 +970,15 @@ def test_readme_ensembles_come_from_the_release_report():
     for name, figure in figures.items():
         assert " ".join(figure.split()) in readme, name
     assert "@@" not in text
+
+
+def test_readme_chat_probe_comes_from_its_table():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rows = (ROOT / "results/release/chat/chat-10min.md").read_text().splitlines()
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows if row.startswith("| ") and "%" in row]
+    (anchor, steps_a, bleu_a, _, _), (ours, steps, bleu, _, _) = cells
+    assert anchor.endswith("(explore/p40-10min)") and ours == "the chat format"
+    plain, chat = rows[2].split("training example: ")[1].split(" in Li & Liang's format, ")
+    assert (f"In 10 minutes ({steps} steps; {chat.split()[0]} tokens an average training example against {plain}) "
+            f"it scores {bleu} against {bleu_a} for Li & Liang's format ({steps_a} steps)") in readme
+    assert float(bleu.split(" / ")[0]) < float(bleu_a.split(" / ")[0])

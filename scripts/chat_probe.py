@@ -1,0 +1,122 @@
+"""The instruct backbone's own chat format as the model input: does a prefix then learn faster or generalise better?
+
+SmolLM2-135M-Instruct was tuned on ``<|im_start|>user ... <|im_end|> <|im_start|>assistant`` turns; kg2text's
+input is Li & Liang's `` | s : p : o <|im_start|>`` and the target `` sentence <|im_end|>``. This wraps the same
+linearized source in a user turn with a one-line instruction and trains the sentence as the assistant's reply
+(about 12 more tokens an example), with the shipped prefix's recipe (40 positions, bf16 backbone, ``--compile``,
+lr 5e-4, 50 warmup steps) for ``--minutes``, kept in ``runs/probe/``, and scores it on the exploration's slice of
+WebNLG test (400 evenly spaced entries, beam 5) beside the same recipe and budget in Li & Liang's format
+(``results/release/explore/p40-MINUTESmin`` and its other seeds, ``bash scripts/release.sh explore``).
+A probe, not a feature: nothing here is in the package.
+
+    python scripts/chat_probe.py --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import kg2text.batching as batching
+import kg2text.generate as generate
+from kg2text.artifact import atomic_write_text
+from kg2text.backbones import load_backbone
+from kg2text.cli import main as kg2text_main
+from kg2text.data import read_webnlg, training_pairs
+from kg2text.hardware import cpu_info
+from kg2text.linearize import get_format, model_prompt, model_target
+from kg2text.training import TrainConfig, train
+
+OUT = Path("results/release/chat")
+INSTRUCTION = "Write a text that states these facts:"
+
+
+def chat_prompt(source: str, separator: str) -> str:
+    """A user turn holding the instruction and the linearized source, then the assistant's turn opened."""
+    return f"{separator}user\n{INSTRUCTION} {source.strip()}<|im_end|>\n{separator}assistant\n"
+
+
+def chat_target(sentence: str, end: str) -> str:
+    return f"{sentence.strip()}{end}"
+
+
+@contextmanager
+def chat_format():
+    """kg2text's prompt and target builders swapped for the chat ones, where training and decoding call them."""
+    saved = batching.model_prompt, batching.model_target, generate.model_prompt
+    batching.model_prompt, batching.model_target, generate.model_prompt = chat_prompt, chat_target, chat_prompt
+    try:
+        yield
+    finally:
+        batching.model_prompt, batching.model_target, generate.model_prompt = saved
+
+
+def train_chat(output: Path, minutes: float) -> None:
+    """The shipped prefix's recipe in the chat format; resumes an interrupted run."""
+    if (output / "prefix.safetensors").exists():
+        return
+    resume = (output / "latest_checkpoint").exists()
+    train(TrainConfig(output=str(output), backbone="smollm2-135m", dataset="webnlg", max_minutes=minutes,
+                      batch_size=8, lr=5e-4, warmup_steps=50, dtype="bfloat16", compile=True, prefix_length=40,
+                      save_dtype="float16", checkpoint_every=50, log_every=10), resume=resume)
+
+
+def scored(run: Path, out: Path) -> dict:
+    if not (out / "scores.json").exists():
+        kg2text_main(["evaluate", "--prefix", str(run), "--dataset", "webnlg", "--split", "test", "--limit", "400",
+                      "--num-beams", "5", "--batch-size", "32", "--output", str(out)])
+    return json.loads((out / "scores.json").read_text())
+
+
+def row(name: str, scores: dict, steps: int) -> str:
+    challenge = " / ".join(f"{scores['scores_challenge'][group]['bleu']:.2f}" for group in ("all", "seen", "unseen"))
+    return (f"| {name} | {steps:,} | {challenge} | {scores['scores']['all']['bleu']:.2f} | "
+            f"{scores['entity_coverage']:.2f}% |")
+
+
+def mean_tokens(prompt, target) -> float:
+    """Tokens of an average WebNLG training example (prompt and target) when built by ``prompt`` and ``target``."""
+    backbone = load_backbone("smollm2-135m")
+    fmt = get_format("webnlg")
+    texts = [prompt(fmt.linearize(record.items), backbone.separator) + target(sentence, backbone.end)
+             for record, sentence in training_pairs(read_webnlg("train"))]
+    return sum(map(len, backbone.tokenizer(texts, add_special_tokens=False)["input_ids"])) / len(texts)
+
+
+def last_step(run: Path) -> int:
+    return json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])["step"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    args = parser.parse_args()
+    name = f"chat-{args.minutes:g}min"
+    run = Path("runs/probe") / name
+    with chat_format():
+        train_chat(run, args.minutes)
+        ours = scored(run, OUT / name)
+    plain, chat = mean_tokens(model_prompt, model_target), mean_tokens(chat_prompt, chat_target)
+    anchors = sorted(Path("results/release/explore").glob(f"p40-{args.minutes:g}min*"))  # other seeds too
+    table = "\n".join([
+        f"# The backbone's chat format as the model input, {args.minutes:g} minutes",
+        "",
+        f"Command: `python scripts/chat_probe.py --minutes {args.minutes:g}`. CPU: {cpu_info()['model']} "
+        f"({', '.join(cpu_info()['flags'])}), 2 cores. The shipped prefix's recipe; WebNLG test, 400 evenly spaced "
+        f"entries, beam 5. Chat prompt: `{chat_prompt(' | s : p : o', '<|im_start|>')!r}`. Tokens of an average "
+        f"training example: {plain:.1f} in Li & Liang's format, {chat:.1f} in the chat format.",
+        "",
+        "| model input | steps | challenge BLEU all / seen / unseen | BLEU (sacrebleu) | coverage |",
+        "|---|---:|---|---:|---:|",
+        *[row(f"Li & Liang's (explore/{anchor.name})", json.loads((anchor / "scores.json").read_text()),
+              last_step(anchor)) for anchor in anchors],
+        row("the chat format", ours, last_step(run)),
+        ""])
+    atomic_write_text(OUT / f"{name}.md", table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
