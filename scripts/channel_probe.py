@@ -23,6 +23,7 @@ from pathlib import Path
 
 import sacrebleu
 import torch
+from slice_probe import train_shipped_recipe
 
 import kg2text.batching as batching
 from kg2text.artifact import atomic_write_text
@@ -33,7 +34,6 @@ from kg2text.hardware import cpu_info
 from kg2text.linearize import Format, get_format, model_prompt, model_target
 from kg2text.metrics import challenge_bleu, mentions_found, scores_by_group
 from kg2text.model import IGNORE_INDEX
-from kg2text.training import TrainConfig, train
 
 NBEST = Path("results/release/nbest")
 SPLITS = (("dev", 300), ("test", 400))
@@ -53,12 +53,7 @@ def train_reverse(output: Path, minutes: float) -> None:
 
     batching.encode_examples = reversed_examples
     try:
-        if (output / "prefix.safetensors").exists():
-            return
-        resume = (output / "latest_checkpoint").exists()
-        train(TrainConfig(output=str(output), backbone="smollm2-135m", dataset="webnlg", max_minutes=minutes,
-                          batch_size=8, lr=5e-4, warmup_steps=50, dtype="bfloat16", compile=True, prefix_length=40,
-                          save_dtype="float16", checkpoint_every=50, log_every=10), resume=resume)
+        train_shipped_recipe(output, minutes)
     finally:
         batching.encode_examples = forward
 

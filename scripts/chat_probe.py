@@ -15,19 +15,18 @@ A probe, not a feature: nothing here is in the package.
 from __future__ import annotations
 
 import argparse
-import json
 from contextlib import contextmanager
 from pathlib import Path
+
+from slice_probe import anchor_rows, last_step, row, scored, train_shipped_recipe
 
 import kg2text.batching as batching
 import kg2text.generate as generate
 from kg2text.artifact import atomic_write_text
 from kg2text.backbones import load_backbone
-from kg2text.cli import main as kg2text_main
 from kg2text.data import read_webnlg, training_pairs
 from kg2text.hardware import cpu_info
 from kg2text.linearize import get_format, model_prompt, model_target
-from kg2text.training import TrainConfig, train
 
 OUT = Path("results/release/chat")
 INSTRUCTION = "Write a text that states these facts:"
@@ -53,29 +52,6 @@ def chat_format():
         batching.model_prompt, batching.model_target, generate.model_prompt = saved
 
 
-def train_chat(output: Path, minutes: float) -> None:
-    """The shipped prefix's recipe in the chat format; resumes an interrupted run."""
-    if (output / "prefix.safetensors").exists():
-        return
-    resume = (output / "latest_checkpoint").exists()
-    train(TrainConfig(output=str(output), backbone="smollm2-135m", dataset="webnlg", max_minutes=minutes,
-                      batch_size=8, lr=5e-4, warmup_steps=50, dtype="bfloat16", compile=True, prefix_length=40,
-                      save_dtype="float16", checkpoint_every=50, log_every=10), resume=resume)
-
-
-def scored(run: Path, out: Path) -> dict:
-    if not (out / "scores.json").exists():
-        kg2text_main(["evaluate", "--prefix", str(run), "--dataset", "webnlg", "--split", "test", "--limit", "400",
-                      "--num-beams", "5", "--batch-size", "32", "--output", str(out)])
-    return json.loads((out / "scores.json").read_text())
-
-
-def row(name: str, scores: dict, steps: int) -> str:
-    challenge = " / ".join(f"{scores['scores_challenge'][group]['bleu']:.2f}" for group in ("all", "seen", "unseen"))
-    return (f"| {name} | {steps:,} | {challenge} | {scores['scores']['all']['bleu']:.2f} | "
-            f"{scores['entity_coverage']:.2f}% |")
-
-
 def mean_tokens(prompt, target) -> float:
     """Tokens of an average WebNLG training example (prompt and target) when built by ``prompt`` and ``target``."""
     backbone = load_backbone("smollm2-135m")
@@ -85,10 +61,6 @@ def mean_tokens(prompt, target) -> float:
     return sum(map(len, backbone.tokenizer(texts, add_special_tokens=False)["input_ids"])) / len(texts)
 
 
-def last_step(run: Path) -> int:
-    return json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])["step"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
@@ -96,10 +68,9 @@ def main() -> None:
     name = f"chat-{args.minutes:g}min"
     run = Path("runs/probe") / name
     with chat_format():
-        train_chat(run, args.minutes)
-        ours = scored(run, OUT / name)
+        train_shipped_recipe(run, args.minutes)
+        ours = scored(run, OUT / name, f"python scripts/chat_probe.py --minutes {args.minutes:g}")
     plain, chat = mean_tokens(model_prompt, model_target), mean_tokens(chat_prompt, chat_target)
-    anchors = sorted(Path("results/release/explore").glob(f"p40-{args.minutes:g}min*"))  # other seeds too
     table = "\n".join([
         f"# The backbone's chat format as the model input, {args.minutes:g} minutes",
         "",
@@ -110,8 +81,7 @@ def main() -> None:
         "",
         "| model input | steps | challenge BLEU all / seen / unseen | BLEU (sacrebleu) | coverage |",
         "|---|---:|---|---:|---:|",
-        *[row(f"Li & Liang's (explore/{anchor.name})", json.loads((anchor / "scores.json").read_text()),
-              last_step(anchor)) for anchor in anchors],
+        *anchor_rows(args.minutes, "Li & Liang's"),
         row("the chat format", ours, last_step(run)),
         ""])
     atomic_write_text(OUT / f"{name}.md", table)

@@ -16,17 +16,16 @@ A probe, not a feature: nothing here is in the package.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 from collections import defaultdict
 from pathlib import Path
+
+from slice_probe import anchor_rows, last_step, row, scored, train_shipped_recipe
 
 import kg2text.batching as batching
 from kg2text.artifact import atomic_write_text
 from kg2text.data import read_webnlg, training_pairs
 from kg2text.hardware import cpu_info
 from kg2text.metrics import mentions_found
-from kg2text.training import TrainConfig, train
 
 OUT = Path("results/release/coverage")
 
@@ -45,31 +44,9 @@ def train_filtered(output: Path, minutes: float) -> None:
     pairs_of = batching.training_pairs
     batching.training_pairs = lambda records: most_faithful(pairs_of(records))
     try:
-        if not (output / "prefix.safetensors").exists():
-            resume = (output / "latest_checkpoint").exists()
-            train(TrainConfig(output=str(output), backbone="smollm2-135m", dataset="webnlg", max_minutes=minutes,
-                              batch_size=8, lr=5e-4, warmup_steps=50, dtype="bfloat16", compile=True,
-                              prefix_length=40, save_dtype="float16", checkpoint_every=50, log_every=10),
-                  resume=resume)
+        train_shipped_recipe(output, minutes)
     finally:
         batching.training_pairs = pairs_of
-
-
-def scored(run: Path, out: Path) -> dict:
-    if not (out / "scores.json").exists():
-        subprocess.run(["kg2text", "evaluate", "--prefix", str(run), "--dataset", "webnlg", "--split", "test",
-                        "--limit", "400", "--num-beams", "5", "--batch-size", "32", "--output", str(out)], check=True)
-    return json.loads((out / "scores.json").read_text())
-
-
-def row(name: str, scores: dict, steps: int) -> str:
-    challenge = " / ".join(f"{scores['scores_challenge'][group]['bleu']:.2f}" for group in ("all", "seen", "unseen"))
-    return (f"| {name} | {steps:,} | {challenge} | {scores['scores']['all']['bleu']:.2f} | "
-            f"{scores['entity_coverage']:.2f}% |")
-
-
-def last_step(run: Path) -> int:
-    return json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])["step"]
 
 
 def main() -> None:
@@ -81,7 +58,6 @@ def main() -> None:
     train_filtered(run, args.minutes)
     kept = len(most_faithful(training_pairs(read_webnlg("train"))))
     ours = scored(run, OUT / name)
-    anchors = sorted(Path("results/release/explore").glob(f"p40-{args.minutes:g}min*"))  # other seeds too
     table = "\n".join([
         f"# Training on each entry's most faithful references, {args.minutes:g} minutes",
         "",
@@ -92,8 +68,7 @@ def main() -> None:
         "",
         "| training references | steps | challenge BLEU all / seen / unseen | BLEU (sacrebleu) | coverage |",
         "|---|---:|---|---:|---:|",
-        *[row(f"all 18,102 (explore/{anchor.name})", json.loads((anchor / "scores.json").read_text()),
-              last_step(anchor)) for anchor in anchors],
+        *anchor_rows(args.minutes, "all 18,102"),
         row("each entry's most faithful", ours, last_step(run)),
         ""])
     atomic_write_text(OUT / f"{name}.md", table)
