@@ -18,14 +18,12 @@ import argparse
 from contextlib import contextmanager
 from pathlib import Path
 
-from slice_probe import anchor_rows, last_step, row, scored, train_shipped_recipe
+from slice_probe import anchor_rows, last_step, row, scored, train_shipped_recipe, write_table
 
 import kg2text.batching as batching
 import kg2text.generate as generate
-from kg2text.artifact import atomic_write_text
 from kg2text.backbones import load_backbone
 from kg2text.data import read_webnlg, training_pairs
-from kg2text.hardware import cpu_info
 from kg2text.linearize import get_format, model_prompt, model_target
 
 OUT = Path("results/release/chat")
@@ -71,21 +69,12 @@ def main() -> None:
         train_shipped_recipe(run, args.minutes)
         ours = scored(run, OUT / name, f"python scripts/chat_probe.py --minutes {args.minutes:g}")
     plain, chat = mean_tokens(model_prompt, model_target), mean_tokens(chat_prompt, chat_target)
-    table = "\n".join([
-        f"# The backbone's chat format as the model input, {args.minutes:g} minutes",
-        "",
-        f"Command: `python scripts/chat_probe.py --minutes {args.minutes:g}`. CPU: {cpu_info()['model']} "
-        f"({', '.join(cpu_info()['flags'])}), 2 cores. The shipped prefix's recipe; WebNLG test, 400 evenly spaced "
-        f"entries, beam 5. Chat prompt: `{chat_prompt(' | s : p : o', '<|im_start|>')!r}`. Tokens of an average "
-        f"training example: {plain:.1f} in Li & Liang's format, {chat:.1f} in the chat format.",
-        "",
-        "| model input | steps | challenge BLEU all / seen / unseen | BLEU (sacrebleu) | coverage |",
-        "|---|---:|---|---:|---:|",
-        *anchor_rows(args.minutes, "Li & Liang's"),
-        row("the chat format", ours, last_step(run)),
-        ""])
-    atomic_write_text(OUT / f"{name}.md", table)
-    print(table)
+    command = f"python scripts/chat_probe.py --minutes {args.minutes:g}"
+    write_table(OUT / f"{name}.md", f"The backbone's chat format as the model input, {args.minutes:g} minutes", command,
+                "The shipped prefix's recipe; WebNLG test, 400 evenly spaced entries, beam 5. Chat prompt: "
+                f"`{chat_prompt(' | s : p : o', '<|im_start|>')!r}`. Tokens of an average training example: "
+                f"{plain:.1f} in Li & Liang's format, {chat:.1f} in the chat format.", "model input",
+                [*anchor_rows(args.minutes, "Li & Liang's"), row("the chat format", ours, last_step(run))])
 
 
 if __name__ == "__main__":

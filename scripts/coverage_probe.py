@@ -19,12 +19,10 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from slice_probe import anchor_rows, last_step, row, scored, train_shipped_recipe
+from slice_probe import anchor_rows, last_step, row, scored, train_shipped_recipe, write_table
 
 import kg2text.batching as batching
-from kg2text.artifact import atomic_write_text
 from kg2text.data import read_webnlg, training_pairs
-from kg2text.hardware import cpu_info
 from kg2text.metrics import mentions_found
 
 OUT = Path("results/release/coverage")
@@ -58,21 +56,11 @@ def main() -> None:
     train_filtered(run, args.minutes)
     kept = len(most_faithful(training_pairs(read_webnlg("train"))))
     ours = scored(run, OUT / name)
-    table = "\n".join([
-        f"# Training on each entry's most faithful references, {args.minutes:g} minutes",
-        "",
-        f"Command: `python scripts/coverage_probe.py --minutes {args.minutes:g}`. CPU: {cpu_info()['model']} "
-        f"({', '.join(cpu_info()['flags'])}), 2 cores. The shipped prefix's recipe; "
-        f"{kept:,} training references; WebNLG test, 400 evenly spaced entries, "
-        "beam 5.",
-        "",
-        "| training references | steps | challenge BLEU all / seen / unseen | BLEU (sacrebleu) | coverage |",
-        "|---|---:|---|---:|---:|",
-        *anchor_rows(args.minutes, "all 18,102"),
-        row("each entry's most faithful", ours, last_step(run)),
-        ""])
-    atomic_write_text(OUT / f"{name}.md", table)
-    print(table)
+    write_table(OUT / f"{name}.md", f"Training on each entry's most faithful references, {args.minutes:g} minutes",
+                f"python scripts/coverage_probe.py --minutes {args.minutes:g}",
+                f"The shipped prefix's recipe; {kept:,} training references; WebNLG test, 400 evenly spaced entries, "
+                "beam 5.", "training references",
+                [*anchor_rows(args.minutes, "all 18,102"), row("each entry's most faithful", ours, last_step(run))])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 from kg2text.artifact import atomic_write_text
+from kg2text.hardware import cpu_info
 from kg2text.training import TrainConfig, train
 
 EXPLORE = Path("results/release/explore")
@@ -64,3 +65,15 @@ def anchor_rows(minutes: float, name: str) -> list[str]:
     """The recipe's own runs at this budget (``p40-MINUTESmin`` and its other seeds) as rows named ``name (run)``."""
     return [row(f"{name} (explore/{anchor.name})", json.loads((anchor / "scores.json").read_text()), last_step(anchor))
             for anchor in sorted(EXPLORE.glob(f"p40-{minutes:g}min*"))]
+
+
+def write_table(path: Path, title: str, command: str, facts: str, column: str, rows: list[str]) -> None:
+    """A probe's findings as markdown (and on stdout): what ran where, then its rows beside the recipe's own."""
+    cpu = cpu_info()
+    table = "\n".join([
+        f"# {title}", "",
+        f"Command: `{command}`. CPU: {cpu['model']} ({', '.join(cpu['flags'])}), 2 cores. {facts}", "",
+        f"| {column} | steps | challenge BLEU all / seen / unseen | BLEU (sacrebleu) | coverage |",
+        "|---|---:|---|---:|---:|", *rows, ""])
+    atomic_write_text(path, table)
+    print(table)
