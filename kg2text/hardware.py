@@ -374,8 +374,9 @@ class ScreenedHead(torch.nn.Module):
     def screen(self) -> Float16Product:
         """The fp16 product that screens the vocabulary (made here at its first use)."""
         if self._screen is None:
-            rounded = self.weight.detach().to(torch.float16).float()
-            self._slack = (self.weight.detach() - rounded).norm(dim=1) + 2.0**-10 * self.weight.detach().norm(dim=1)
+            weight = self.weight.detach()
+            rounded = weight.to(torch.float16).float()
+            self._slack = (weight - rounded).norm(dim=1) + 2.0**-10 * weight.norm(dim=1)
             self._screen = Float16Product(rounded)
         return self._screen
 

@@ -50,13 +50,16 @@ def chat_format():
         batching.model_prompt, batching.model_target, generate.model_prompt = saved
 
 
-def mean_tokens(prompt, target) -> float:
-    """Tokens of an average WebNLG training example (prompt and target) when built by ``prompt`` and ``target``."""
-    backbone = load_backbone("smollm2-135m")
-    fmt = get_format("webnlg")
-    texts = [prompt(fmt.linearize(record.items), backbone.separator) + target(sentence, backbone.end)
-             for record, sentence in training_pairs(read_webnlg("train"))]
-    return sum(map(len, backbone.tokenizer(texts, add_special_tokens=False)["input_ids"])) / len(texts)
+def mean_tokens(*builders) -> list[float]:
+    """Tokens of an average WebNLG training example (prompt and target) as each (prompt, target) builder pair makes
+    it: one backbone load and one read of the training set for all of them."""
+    backbone, fmt = load_backbone("smollm2-135m"), get_format("webnlg")
+    pairs = [(fmt.linearize(record.items), sentence) for record, sentence in training_pairs(read_webnlg("train"))]
+    means = []
+    for prompt, target in builders:
+        texts = [prompt(source, backbone.separator) + target(sentence, backbone.end) for source, sentence in pairs]
+        means.append(sum(map(len, backbone.tokenizer(texts, add_special_tokens=False)["input_ids"])) / len(texts))
+    return means
 
 
 def main() -> None:
@@ -65,11 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     name = f"chat-{args.minutes:g}min"
     run = Path("runs/probe") / name
+    command = f"python scripts/chat_probe.py --minutes {args.minutes:g}"
     with chat_format():
         train_shipped_recipe(run, args.minutes)
-        ours = scored(run, OUT / name, f"python scripts/chat_probe.py --minutes {args.minutes:g}")
-    plain, chat = mean_tokens(model_prompt, model_target), mean_tokens(chat_prompt, chat_target)
-    command = f"python scripts/chat_probe.py --minutes {args.minutes:g}"
+        ours = scored(run, OUT / name, command)
+    plain, chat = mean_tokens((model_prompt, model_target), (chat_prompt, chat_target))
     write_table(OUT / f"{name}.md", f"The backbone's chat format as the model input, {args.minutes:g} minutes", command,
                 "The shipped prefix's recipe; WebNLG test, 400 evenly spaced entries, beam 5. Chat prompt: "
                 f"`{chat_prompt(' | s : p : o', '<|im_start|>')!r}`. Tokens of an average training example: "
