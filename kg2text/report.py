@@ -206,7 +206,7 @@ GPU_SWEEP_DIR = "gpu-sweep"  # scripts/gpu_sweep.sh's runs, scored on WebNLG dev
 # run with --average-last 0.3 itself, plain, with --rerank and its last step (scripts/release.sh avg40); control
 # prefixes and --average-last 0.3 together, the same three (scripts/release.sh ctlavg); those at lr 7e-4, the same
 # three (scripts/release.sh ctlhi); control prefixes and --average-last 0.3 with another seed, plain and decoded with
-# --rerank (scripts/release.sh ctlavg2).
+# --rerank (scripts/release.sh ctlavg2), and with a third seed (scripts/release.sh ctlavg3).
 OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32", "fp32 backbone"),
                "reranked": ("rerank", "--rerank"), "amx_compiled": ("amx60", "60 minutes, AMX Xeon, --compile"),
                "amx_compiled_reranked": ("rerank/amx60", "60 minutes, AMX Xeon, --compile, --rerank"),
@@ -246,7 +246,11 @@ OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32
                "control_averaged_seed_43": ("ctlavg2", "60 minutes, prefix length 40, --compile, control prefixes, "
                                             "--average-last 0.3, seed 43"),
                "control_averaged_seed_43_reranked": ("rerank/ctlavg2", "60 minutes, prefix length 40, --compile, "
-                                                     "control prefixes, --average-last 0.3, seed 43, --rerank")}
+                                                     "control prefixes, --average-last 0.3, seed 43, --rerank"),
+               "control_averaged_seed_44": ("ctlavg3", "60 minutes, prefix length 40, --compile, control prefixes, "
+                                            "--average-last 0.3, seed 44"),
+               "control_averaged_seed_44_reranked": ("rerank/ctlavg3", "60 minutes, prefix length 40, --compile, "
+                                                     "control prefixes, --average-last 0.3, seed 44, --rerank")}
 # E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40),
 # the E2E recipe with --share-prompts (scripts/release.sh e2e-shared); with --average-last 0.3, the shipped E2E prefix,
 # plain and decoded with --rerank, and that run's last step (scripts/release.sh e2e-average)
@@ -297,7 +301,11 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "control_averaged_seed_43": " (the shipped prefix's recipe with control prefixes and --average-last "
                                             "0.3, seed 43)",
                 "control_averaged_seed_43_reranked": " (the shipped prefix's recipe with control prefixes and "
-                                                     "--average-last 0.3, seed 43, decoded with --rerank)"}
+                                                     "--average-last 0.3, seed 43, decoded with --rerank)",
+                "control_averaged_seed_44": " (the shipped prefix's recipe with control prefixes and --average-last "
+                                            "0.3, seed 44)",
+                "control_averaged_seed_44_reranked": " (the shipped prefix's recipe with control prefixes and "
+                                                     "--average-last 0.3, seed 44, decoded with --rerank)"}
 # Recipes besides the recipe itself that the curve follows over training minutes: its changes -> the line's name.
 CURVE_RECIPES = {"prefix_length 40, compile True": "prefix length 40, --compile"}  # the shipped prefix's (p40)
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
@@ -534,7 +542,7 @@ def write_release_report(out: Path) -> dict:
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
     stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "average", "avg40", "ctlavg", "ctlhi",
-              "ctlavg2", "e2e40", "e2e-shared", "e2e-average", "explore", "ensemble")
+              "ctlavg2", "ctlavg3", "e2e40", "e2e-shared", "e2e-average", "explore", "ensemble")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]

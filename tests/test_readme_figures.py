@@ -98,7 +98,11 @@ WEBNLG_ROWS = (("kg2text", "webnlg"), ("PEFT", "peft.webnlg"), ("kg2text, 40 min
                ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, seed 43",
                 "control_averaged_seed_43.kg2text"),
                ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, seed 43, "
-                "--rerank", "control_averaged_seed_43_reranked.kg2text"))
+                "--rerank", "control_averaged_seed_43_reranked.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, seed 44",
+                "control_averaged_seed_44.kg2text"),
+               ("kg2text, 60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, seed 44, "
+                "--rerank", "control_averaged_seed_44_reranked.kg2text"))
 E2E_ROWS = (("kg2text", "e2e"), ("PEFT", "peft.e2e"),
             ("kg2text, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.kg2text"),
             ("PEFT, 8 minutes, prefix length 40, --compile", "e2e_prefix_40.peft"),
@@ -1032,3 +1036,40 @@ def test_readme_control_prefixes_with_average_last_second_seed_come_from_the_rel
     best_one = max(report[k]["kg2text"]["bleu_challenge"]["all"] for k in report  # WebNLG's, one prefix each
                    if k.endswith("reranked") and "bleu_challenge" in report[k].get("kg2text", {}))
     assert best_one == bleu("control_averaged_seed_43_reranked")  # "the best of any one prefix"
+
+
+def test_readme_control_prefixes_with_average_last_third_seed_come_from_the_release_report():
+    from kg2text.artifact import read_header
+
+    report = json.loads((ROOT / RELEASE).read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+
+    def bleu(key: str, group: str = "all") -> float:
+        return report[key]["kg2text"]["bleu_challenge"][group]
+
+    ours = report["control_averaged_seed_44"]["kg2text"]
+    run = ROOT / "results/release/ctlavg3/webnlg"
+    config = json.loads((run / "config.json").read_text())
+    first_config = json.loads((ROOT / "results/release/ctlavg/webnlg/config.json").read_text())
+    assert config["seed"] == 44
+    assert {k: v for k, v in config.items() if k not in ("seed", "output")} == \
+        {k: v for k, v in first_config.items() if k not in ("seed", "output")}
+    tensors = read_header(run)["averaged"]["tensors"]
+    assert (f"{ours['train_steps']:,} steps at {ours['train_tokens_per_s']:.0f} tokens/s, {tensors} tensors in the "
+            f"mean; full test **{_bleu_text(ours)}**; with `--rerank` "
+            f"**{_bleu_text(report['control_averaged_seed_44_reranked']['kg2text'])}**") in readme
+    runs = [bleu(k) for k in ("control_averaged", "control_averaged_seed_43", "control_averaged_seed_44")]
+    reranked = [bleu(f"{k}_reranked") for k in ("control_averaged", "control_averaged_seed_43",
+                                                "control_averaged_seed_44")]
+    unseen = [bleu(k, "unseen") for k in ("control_averaged", "control_averaged_seed_43", "control_averaged_seed_44")]
+    assert (f"The recipe's three runs span {max(runs) - min(runs):.2f} BLEU-A ({runs[0]:.2f}, {runs[1]:.2f}, "
+            f"{runs[2]:.2f}) and {min(unseen):.2f} to {max(unseen):.2f} unseen") in readme
+    plain_last = [bleu(k) for k in ("prefix_40", "averaged_last_step", "averaged_2_last_step")]
+    assert max(runs) - min(runs) < max(plain_last) - min(plain_last)  # "still within the plain recipe's spread"
+    assert sum(u >= 46 for u in unseen) == 2  # "unseen >= 46 without --rerank holds in two runs of three"
+    mean, mean_reranked = sum(runs) / 3, sum(reranked) / 3
+    assert max(abs(r - mean) for r in runs) < 0.45  # "one run landing within about 0.4 of it either way"
+    peft, peft_reranked = (report[k]["peft"]["bleu_challenge"]["all"] for k in ("prefix_40", "prefix_40_reranked"))
+    assert (f"Their mean, {mean:.2f}, is {mean - peft:+.2f} BLEU-A over the PEFT anchor and {55 - mean:.2f} short of "
+            f"55; with `--rerank` {mean_reranked:.2f} ({mean_reranked - peft_reranked:+.2f} over PEFT's, "
+            f"{55 - mean_reranked:.2f} short)") in readme
