@@ -992,9 +992,21 @@ def test_readme_chat_probe_comes_from_its_table():
     assert float(bleu.split(" / ")[0]) < float(bleu_a.split(" / ")[0])
 
 
-def test_readme_control_prefixes_with_average_last_second_seed_come_from_the_release_report():
+def _ctlavg_seed_run(folder: str, seed: int) -> int:
+    """A rerun of the ctlavg stage (results/release/FOLDER/webnlg): its config equal to ctlavg's but the seed, which
+    is ``seed``; returns the count of tensors in its saved mean."""
     from kg2text.artifact import read_header
 
+    run = ROOT / f"results/release/{folder}/webnlg"
+    config = json.loads((run / "config.json").read_text())
+    first_config = json.loads((ROOT / "results/release/ctlavg/webnlg/config.json").read_text())
+    assert config["seed"] == seed != first_config["seed"]
+    assert {k: v for k, v in config.items() if k not in ("seed", "output")} == \
+        {k: v for k, v in first_config.items() if k not in ("seed", "output")}
+    return read_header(run)["averaged"]["tensors"]
+
+
+def test_readme_control_prefixes_with_average_last_second_seed_come_from_the_release_report():
     report = json.loads((ROOT / RELEASE).read_text())
     readme = " ".join((ROOT / "README.md").read_text().split())
 
@@ -1002,13 +1014,7 @@ def test_readme_control_prefixes_with_average_last_second_seed_come_from_the_rel
         return report[key]["kg2text"]["bleu_challenge"][group]
 
     ours, first = report["control_averaged_seed_43"]["kg2text"], report["control_averaged"]["kg2text"]
-    run = ROOT / "results/release/ctlavg2/webnlg"
-    config = json.loads((run / "config.json").read_text())
-    first_config = json.loads((ROOT / "results/release/ctlavg/webnlg/config.json").read_text())
-    assert config["seed"] == 43 != first_config["seed"]
-    assert {k: v for k, v in config.items() if k not in ("seed", "output")} == \
-        {k: v for k, v in first_config.items() if k not in ("seed", "output")}
-    tensors = read_header(run)["averaged"]["tensors"]
+    tensors = _ctlavg_seed_run("ctlavg2", 43)
     assert (f"{ours['train_steps']:,} steps at {ours['train_tokens_per_s']:.0f} tokens/s, {tensors} tensors in the "
             f"mean; full test **{_bleu_text(ours)}** (ctlavg: {_bleu_text(first)}); with `--rerank` "
             f"**{_bleu_text(report['control_averaged_seed_43_reranked']['kg2text'])}**") in readme
@@ -1039,8 +1045,6 @@ def test_readme_control_prefixes_with_average_last_second_seed_come_from_the_rel
 
 
 def test_readme_control_prefixes_with_average_last_third_seed_come_from_the_release_report():
-    from kg2text.artifact import read_header
-
     report = json.loads((ROOT / RELEASE).read_text())
     readme = " ".join((ROOT / "README.md").read_text().split())
 
@@ -1048,13 +1052,7 @@ def test_readme_control_prefixes_with_average_last_third_seed_come_from_the_rele
         return report[key]["kg2text"]["bleu_challenge"][group]
 
     ours = report["control_averaged_seed_44"]["kg2text"]
-    run = ROOT / "results/release/ctlavg3/webnlg"
-    config = json.loads((run / "config.json").read_text())
-    first_config = json.loads((ROOT / "results/release/ctlavg/webnlg/config.json").read_text())
-    assert config["seed"] == 44
-    assert {k: v for k, v in config.items() if k not in ("seed", "output")} == \
-        {k: v for k, v in first_config.items() if k not in ("seed", "output")}
-    tensors = read_header(run)["averaged"]["tensors"]
+    tensors = _ctlavg_seed_run("ctlavg3", 44)
     assert (f"{ours['train_steps']:,} steps at {ours['train_tokens_per_s']:.0f} tokens/s, {tensors} tensors in the "
             f"mean; full test **{_bleu_text(ours)}**; with `--rerank` "
             f"**{_bleu_text(report['control_averaged_seed_44_reranked']['kg2text'])}**") in readme
