@@ -242,15 +242,13 @@ OTHER_PAIRS = {"forty_minutes": ("40min", "40 minutes"), "fp32_backbone": ("fp32
                "control_averaged_lr7_reranked": ("rerank/ctlhi", "60 minutes, prefix length 40, --compile, control "
                                                  "prefixes, --average-last 0.3, lr 7e-4, --rerank"),
                "control_averaged_lr7_last_step": ("ctlhi-last", "60 minutes, prefix length 40, --compile, control "
-                                                  "prefixes, lr 7e-4, that run's last step"),
-               "control_averaged_seed_43": ("ctlavg2", "60 minutes, prefix length 40, --compile, control prefixes, "
-                                            "--average-last 0.3, seed 43"),
-               "control_averaged_seed_43_reranked": ("rerank/ctlavg2", "60 minutes, prefix length 40, --compile, "
-                                                     "control prefixes, --average-last 0.3, seed 43, --rerank"),
-               "control_averaged_seed_44": ("ctlavg3", "60 minutes, prefix length 40, --compile, control prefixes, "
-                                            "--average-last 0.3, seed 44"),
-               "control_averaged_seed_44_reranked": ("rerank/ctlavg3", "60 minutes, prefix length 40, --compile, "
-                                                     "control prefixes, --average-last 0.3, seed 44, --rerank")}
+                                                  "prefixes, lr 7e-4, that run's last step")}
+# The ctlavg stage's reruns with other seeds (scripts/release.sh ctlavg2, ctlavg3): seed -> stage
+CTLAVG_SEEDS = {43: "ctlavg2", 44: "ctlavg3"}
+CTLAVG_NAME = "60 minutes, prefix length 40, --compile, control prefixes, --average-last 0.3, seed {}"
+OTHER_PAIRS |= {f"control_averaged_seed_{seed}{suffix}": (f"{folder}{stage}", CTLAVG_NAME.format(seed) + decoded)
+                for seed, stage in CTLAVG_SEEDS.items()
+                for suffix, folder, decoded in (("", "", ""), ("_reranked", "rerank/", ", --rerank"))}
 # E2E pairs, laid out the same way with E2E runs: the shipped WebNLG prefix's recipe on E2E (scripts/release.sh e2e40),
 # the E2E recipe with --share-prompts (scripts/release.sh e2e-shared); with --average-last 0.3, the shipped E2E prefix,
 # plain and decoded with --rerank, and that run's last step (scripts/release.sh e2e-average)
@@ -297,15 +295,10 @@ TARGET_PAIRS = {"reranked": " (both decoded with --rerank)",
                 "control_averaged_lr7": " (the shipped prefix's recipe with control prefixes, --average-last 0.3 and "
                                         "lr 7e-4)",
                 "control_averaged_lr7_reranked": " (the shipped prefix's recipe with control prefixes, --average-last "
-                                                 "0.3 and lr 7e-4, decoded with --rerank)",
-                "control_averaged_seed_43": " (the shipped prefix's recipe with control prefixes and --average-last "
-                                            "0.3, seed 43)",
-                "control_averaged_seed_43_reranked": " (the shipped prefix's recipe with control prefixes and "
-                                                     "--average-last 0.3, seed 43, decoded with --rerank)",
-                "control_averaged_seed_44": " (the shipped prefix's recipe with control prefixes and --average-last "
-                                            "0.3, seed 44)",
-                "control_averaged_seed_44_reranked": " (the shipped prefix's recipe with control prefixes and "
-                                                     "--average-last 0.3, seed 44, decoded with --rerank)"}
+                                                 "0.3 and lr 7e-4, decoded with --rerank)"}
+CTLAVG_RECIPE = "the shipped prefix's recipe with control prefixes and --average-last 0.3, seed {}"
+TARGET_PAIRS |= {f"control_averaged_seed_{seed}{suffix}": f" ({CTLAVG_RECIPE.format(seed)}{decoded})"
+                 for seed in CTLAVG_SEEDS for suffix, decoded in (("", ""), ("_reranked", ", decoded with --rerank"))}
 # Recipes besides the recipe itself that the curve follows over training minutes: its changes -> the line's name.
 CURVE_RECIPES = {"prefix_length 40, compile True": "prefix length 40, --compile"}  # the shipped prefix's (p40)
 CHANGE_KEYS = ("method", "lr", "warmup_steps", "prefix_length", "control_length", "mlp_hidden", "batch_size", "format",
@@ -542,7 +535,7 @@ def write_release_report(out: Path) -> dict:
     report["dev_decoding"] = dev_decoding_rows(out)
     report["gpu_sweep"] = gpu_sweep_rows(out)
     stages = ("pairs", "rerank", "amx", "p40", "control", "b4", "shared", "average", "avg40", "ctlavg", "ctlhi",
-              "ctlavg2", "ctlavg3", "e2e40", "e2e-shared", "e2e-average", "explore", "ensemble")
+              *CTLAVG_SEEDS.values(), "e2e40", "e2e-shared", "e2e-average", "explore", "ensemble")
     report["command"] = " && ".join(["bash scripts/release.sh", *(f"bash scripts/release.sh {s}" for s in stages),
                                      "bash scripts/dev_decoding.sh"])
     machine = report["webnlg"]["machine"]
